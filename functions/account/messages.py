@@ -1,0 +1,43 @@
+"""The account participant's API: the commands it accepts, the replies it sends, and the event it consumes."""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+from typing import ClassVar
+
+from saga.messages import Command, Outcome, Reply
+
+USER_REGISTERED = "io.knativesaga.user.registered"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReserveCredit(Command):
+    TYPE: ClassVar[str] = "io.knativesaga.account.reservecredit"
+    customer_id: str
+    amount: Decimal
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CreditReserved(Reply):
+    available_credit: Decimal
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CustomerNotFound(Reply):
+    OUTCOME: ClassVar[Outcome] = Outcome.FAILURE
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CustomerCreditLimitExceeded(Reply):
+    OUTCOME: ClassVar[Outcome] = Outcome.FAILURE
+    available_credit: Decimal
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class UserRegistered:
+    """Published by auth when a user registers; the account is provisioned from it."""
+
+    user_id: str
+    customer_id: str
+    username: str

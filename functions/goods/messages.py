@@ -1,0 +1,45 @@
+"""The goods participant's API: the commands it accepts and the replies it sends."""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+from typing import ClassVar
+
+from saga.messages import Command, Outcome, Reply
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReserveGoods(Command):
+    TYPE: ClassVar[str] = "io.knativesaga.goods.reserve"
+    goods_id: int
+    quantity: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReleaseGoods(Command):
+    """Compensation of ReserveGoods: releases whatever the saga reserved (nothing is fine)."""
+
+    TYPE: ClassVar[str] = "io.knativesaga.goods.release"
+    goods_id: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GoodsReserved(Reply):
+    unit_price: Decimal  # the authoritative price; the saga checks the order total against it
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GoodsStockLimit(Reply):
+    OUTCOME: ClassVar[Outcome] = Outcome.FAILURE
+    available: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GoodsNotFound(Reply):
+    OUTCOME: ClassVar[Outcome] = Outcome.FAILURE
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GoodsReleased(Reply):
+    quantity: int  # 0 when there was nothing to release

@@ -1,0 +1,114 @@
+"""The CreateOrderSaga: the whole business flow of an order, top to bottom, with its handlers.
+
+create (local, compensated by reject) -> reserve goods (compensated by release goods)
+-> reserve credit -> approve (local). The goods reply carries the authoritative unit price; an order
+whose total differs is rejected with PRICE_MISMATCH after its goods are released.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from functions.account.messages import CustomerCreditLimitExceeded, CustomerNotFound, ReserveCredit
+from functions.goods.messages import GoodsNotFound, GoodsReserved, GoodsStockLimit, ReleaseGoods, ReserveGoods
+from functions.order.schema import orders
+from saga.dsl import SagaDefinition, StepFailed, fail, step
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CreateOrderSagaData:
+    order_id: str
+    customer_id: str
+    goods_id: int
+    goods_total: int
+    order_total: Decimal
+    placed_by: str
+    unit_price: Decimal | None = None
+    rejection_reason: str | None = None
+
+
+Data = CreateOrderSagaData
+
+
+def create(tx: sa.Connection, data: Data) -> None:
+    tx.execute(
+        sa.insert(orders).values(
+            order_id=data.order_id, customer_id=data.customer_id, goods_id=data.goods_id,
+            goods_total=data.goods_total, order_total=data.order_total, state="PENDING",
+            placed_by=data.placed_by,
+        )
+    )
+
+
+def reject(tx: sa.Connection, data: Data) -> None:
+    _set_state(tx, data, "REJECTED", data.rejection_reason)
+
+
+def approve(tx: sa.Connection, data: Data) -> None:
+    _set_state(tx, data, "APPROVED", None)
+
+
+def _set_state(tx: sa.Connection, data: Data, state: str, reason: str | None) -> None:
+    tx.execute(
+        sa.update(orders)
+        .where(orders.c.order_id == data.order_id)
+        .values(state=state, rejection_reason=reason, updated_at=sa.func.now())
+    )
+
+
+def reserve_goods(data: Data) -> ReserveGoods:
+    return ReserveGoods(goods_id=data.goods_id, quantity=data.goods_total)
+
+
+def handle_goods_reserved(data: Data, reply: GoodsReserved) -> Data | StepFailed[Data]:
+    priced = dataclasses.replace(data, unit_price=reply.unit_price)
+    if reply.unit_price * data.goods_total != data.order_total:
+        return fail(dataclasses.replace(priced, rejection_reason="PRICE_MISMATCH"))
+    return priced
+
+
+def handle_goods_limit(data: Data, reply: GoodsStockLimit) -> Data:
+    return dataclasses.replace(data, rejection_reason="INSUFFICIENT_GOODS")
+
+
+def handle_goods_not_found(data: Data, reply: GoodsNotFound) -> Data:
+    return dataclasses.replace(data, rejection_reason="UNKNOWN_GOODS")
+
+
+def release_goods(data: Data) -> ReleaseGoods:
+    return ReleaseGoods(goods_id=data.goods_id)
+
+
+def reserve_credit(data: Data) -> ReserveCredit:
+    return ReserveCredit(customer_id=data.customer_id, amount=data.order_total)
+
+
+def handle_customer_not_found(data: Data, reply: CustomerNotFound) -> Data:
+    return dataclasses.replace(data, rejection_reason="UNKNOWN_CUSTOMER")
+
+
+def handle_customer_credit_limit_exceeded(data: Data, reply: CustomerCreditLimitExceeded) -> Data:
+    return dataclasses.replace(data, rejection_reason="INSUFFICIENT_CREDIT")
+
+
+create_order_saga: SagaDefinition[Data] = (
+    step()
+    .invoke_local(create)
+    .with_compensation(reject)
+    .step()
+    .invoke_participant(reserve_goods)
+    .on_reply(GoodsReserved, handle_goods_reserved)
+    .on_reply(GoodsStockLimit, handle_goods_limit)
+    .on_reply(GoodsNotFound, handle_goods_not_found)
+    .with_compensation(release_goods)
+    .step()
+    .invoke_participant(reserve_credit)
+    .on_reply(CustomerNotFound, handle_customer_not_found)
+    .on_reply(CustomerCreditLimitExceeded, handle_customer_credit_limit_exceeded)
+    .step()
+    .invoke_local(approve)
+    .build(name="CreateOrderSaga", data_type=CreateOrderSagaData)
+)

@@ -1,0 +1,43 @@
+"""The order service's tables, in its own PostgreSQL schema `orders`: orders, the idempotency keys of
+order requests, the CreateOrderSaga's instances and history, its inbox and its outbox."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from saga.inbox import inbox_table
+from saga.outbox import outbox_table
+from saga.store import saga_tables
+
+metadata = sa.MetaData(schema="orders")
+
+orders = sa.Table(
+    "orders",
+    metadata,
+    sa.Column("order_id", sa.Text, primary_key=True),
+    sa.Column("customer_id", sa.Text, nullable=False, index=True),
+    sa.Column("goods_id", sa.Integer, nullable=False),
+    sa.Column("goods_total", sa.Integer, nullable=False),
+    sa.Column("order_total", sa.Numeric(12, 2), nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("rejection_reason", sa.Text, nullable=True),
+    sa.Column("placed_by", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint("state IN ('PENDING', 'APPROVED', 'REJECTED')", name="orders_state"),
+)
+
+# One row per (caller, Idempotency-Key): the same key from the same caller yields the same order.
+order_requests = sa.Table(
+    "order_requests",
+    metadata,
+    sa.Column("placed_by", sa.Text, primary_key=True),
+    sa.Column("idempotency_key", sa.Text, primary_key=True),
+    sa.Column("order_id", sa.Text, nullable=False),
+    sa.Column("request_hash", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+saga_instances, saga_history = saga_tables(metadata)
+inbox = inbox_table(metadata)
+outbox = outbox_table(metadata)

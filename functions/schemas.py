@@ -1,0 +1,45 @@
+"""Every service's schema, created in one place: `saga db-init` (local stack, cluster Job)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import click
+import sqlalchemy as sa
+
+# Each module has `metadata` (its own PostgreSQL schema) and may have `seed_dev(conn)`.
+SERVICE_SCHEMAS = (
+    "functions.order.schema",
+    "functions.goods.schema",
+    "functions.account.schema",
+    "functions.auth.schema",
+)
+
+
+def init_databases(database_url: str, *, seed_dev: bool) -> None:
+    """Create schemas and tables that are missing (idempotent); with seed_dev, the dev demo data."""
+    from functions.platform.database import engine
+
+    db = engine(database_url)
+    for name in SERVICE_SCHEMAS:
+        module = importlib.import_module(name)
+        metadata: sa.MetaData = module.metadata
+        with db.begin() as conn:
+            # Serialise concurrent initialisers (several stacks or Jobs starting at once).
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242)"))
+            conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{metadata.schema}"'))
+            metadata.create_all(conn)
+            if seed_dev and hasattr(module, "seed_dev"):
+                module.seed_dev(conn)
+
+
+@click.command("db-init")
+@click.option("--database-url", default=lambda: os.environ.get("DATABASE_URL", ""), show_default="$DATABASE_URL")
+@click.option("--seed-dev", is_flag=True, help="Also load the dev stack's demo data and users (never in a cluster).")
+def db_init(database_url: str, seed_dev: bool) -> None:
+    """Create every service's schema and tables."""
+    if not database_url:
+        raise click.UsageError("no database: pass --database-url or set DATABASE_URL")
+    init_databases(database_url, seed_dev=seed_dev)
+    click.echo("schemas ready: " + ", ".join(SERVICE_SCHEMAS))

@@ -1,0 +1,136 @@
+"""The saga DSL: a definition reads top to bottom like the original's
+
+    step().invoke_local(create).with_compensation(reject)
+    .step().invoke_participant(reserve_goods)
+           .on_reply(GoodsStockLimit, handle_goods_limit)
+           .with_compensation(release_goods)
+    .step().invoke_local(approve)
+    .build(name="CreateOrderSaga", data_type=CreateOrderSagaData)
+
+Local actions take (transaction, data) and run inside the orchestrator's transaction. Participant
+steps turn data into a Command; `on_reply` handlers take (data, reply) and return the new data, or
+`fail(data)` to reject on a successful reply (the step's effect then gets compensated too).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+from saga.messages import Command, Reply
+
+D = TypeVar("D")
+R = TypeVar("R", bound=Reply)
+
+LocalAction = Callable[[Any, D], "D | None"]
+CommandFactory = Callable[[D], Command]
+ReplyHandler = Callable[[D, Any], "D | StepFailed[D]"]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepFailed(Generic[D]):
+    """Returned by a reply handler: the participant acted, but the saga must not go on."""
+
+    data: D
+
+
+def fail(data: D) -> StepFailed[D]:
+    return StepFailed(data)
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalStep(Generic[D]):
+    name: str
+    invoke: LocalAction[D]
+    compensation: LocalAction[D] | None = None
+
+    @property
+    def compensation_name(self) -> str | None:
+        return None if self.compensation is None else self.compensation.__name__
+
+
+@dataclasses.dataclass(frozen=True)
+class ParticipantStep(Generic[D]):
+    name: str
+    command: CommandFactory[D]
+    # reply class name -> (reply class, handler)
+    reply_handlers: Mapping[str, tuple[type[Reply], ReplyHandler[D]]]
+    compensation: CommandFactory[D] | None = None
+
+    @property
+    def compensation_name(self) -> str | None:
+        return None if self.compensation is None else self.compensation.__name__
+
+
+Step = LocalStep[D] | ParticipantStep[D]
+
+
+@dataclasses.dataclass(frozen=True)
+class SagaDefinition(Generic[D]):
+    name: str
+    data_type: type[D]
+    steps: tuple[Step[D], ...]
+
+
+class DefinitionError(ValueError):
+    """The definition is malformed; raised when it is built, never at run time."""
+
+
+def step() -> StepBuilder[Any]:
+    """Begin a saga definition."""
+    return StepBuilder([])
+
+
+class StepBuilder(Generic[D]):
+    def __init__(self, steps: list[Step[D]]) -> None:
+        self._steps = steps
+
+    def invoke_local(self, action: LocalAction[D]) -> LocalStepBuilder[D]:
+        return LocalStepBuilder(self._steps, LocalStep(action.__name__, action))
+
+    def invoke_participant(self, command: CommandFactory[D]) -> ParticipantStepBuilder[D]:
+        return ParticipantStepBuilder(self._steps, ParticipantStep(command.__name__, command, {}))
+
+
+class _StepInProgress(Generic[D]):
+    def __init__(self, steps: list[Step[D]], current: Step[D]) -> None:
+        self._steps = steps
+        self._current = current
+
+    def step(self) -> StepBuilder[D]:
+        return StepBuilder([*self._steps, self._current])
+
+    def build(self, *, name: str, data_type: type[D]) -> SagaDefinition[D]:
+        steps = (*self._steps, self._current)
+        if not dataclasses.is_dataclass(data_type):
+            raise DefinitionError(f"saga data for {name} must be a dataclass, not {data_type!r}")
+        names = [s.name for s in steps]
+        if len(set(names)) != len(names):
+            raise DefinitionError(f"{name}: step names must be unique, got {names}")
+        return SagaDefinition(name=name, data_type=data_type, steps=steps)
+
+
+class LocalStepBuilder(_StepInProgress[D]):
+    def with_compensation(self, action: LocalAction[D]) -> LocalStepBuilder[D]:
+        assert isinstance(self._current, LocalStep)
+        if self._current.compensation is not None:
+            raise DefinitionError(f"step {self._current.name} already has a compensation")
+        return LocalStepBuilder(self._steps, dataclasses.replace(self._current, compensation=action))
+
+
+class ParticipantStepBuilder(_StepInProgress[D]):
+    def on_reply(self, reply_type: type[R], handler: Callable[[D, R], D | StepFailed[D]]) -> ParticipantStepBuilder[D]:
+        assert isinstance(self._current, ParticipantStep)
+        if not (isinstance(reply_type, type) and issubclass(reply_type, Reply)):
+            raise DefinitionError(f"on_reply takes a Reply class, got {reply_type!r}")
+        if reply_type.__name__ in self._current.reply_handlers:
+            raise DefinitionError(f"step {self._current.name} already handles {reply_type.__name__}")
+        handlers = {**self._current.reply_handlers, reply_type.__name__: (reply_type, handler)}
+        return ParticipantStepBuilder(self._steps, dataclasses.replace(self._current, reply_handlers=handlers))
+
+    def with_compensation(self, command: CommandFactory[D]) -> ParticipantStepBuilder[D]:
+        assert isinstance(self._current, ParticipantStep)
+        if self._current.compensation is not None:
+            raise DefinitionError(f"step {self._current.name} already has a compensation")
+        return ParticipantStepBuilder(self._steps, dataclasses.replace(self._current, compensation=command))

@@ -1,0 +1,65 @@
+"""The books must balance after every run: checked straight in the services' tables."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from functions.account.schema import accounts, credit_reservations
+from functions.goods.schema import goods, reservations
+from functions.order.schema import orders, outbox, saga_instances
+
+
+def unbalanced_books(db: sa.Engine) -> dict[str, list[object]]:
+    """Every violated invariant with its offending rows; empty when the books balance."""
+    reserved_goods = (
+        sa.select(reservations.c.goods_id, sa.func.sum(reservations.c.quantity).label("held"))
+        .where(reservations.c.state == "RESERVED")
+        .group_by(reservations.c.goods_id)
+        .subquery()
+    )
+    held_credit = (
+        sa.select(credit_reservations.c.customer_id, sa.func.sum(credit_reservations.c.amount).label("held"))
+        .where(credit_reservations.c.state == "RESERVED")
+        .group_by(credit_reservations.c.customer_id)
+        .subquery()
+    )
+    with db.connect() as tx:
+        found: dict[str, list[object]] = {
+            # Demo goods start at the seeded stock; stock + reserved must still add up to it.
+            "goods stock + reserved != initial": list(
+                tx.execute(
+                    sa.select(goods.c.id, goods.c.stock, reserved_goods.c.held)
+                    .outerjoin(reserved_goods, reserved_goods.c.goods_id == goods.c.id)
+                    .where(goods.c.id.in_([1, 2]))
+                    .where(goods.c.stock + sa.func.coalesce(reserved_goods.c.held, 0) != sa.case(
+                        (goods.c.id == 1, 100), else_=200))
+                ).all()
+            ),
+            "credit limit != available + reserved": list(
+                tx.execute(
+                    sa.select(accounts.c.customer_id)
+                    .outerjoin(held_credit, held_credit.c.customer_id == accounts.c.customer_id)
+                    .where(accounts.c.credit_limit
+                           != accounts.c.available_credit + sa.func.coalesce(held_credit.c.held, 0))
+                ).all()
+            ),
+            "unfinished sagas": list(tx.execute(sa.select(saga_instances.c.saga_id).where(~saga_instances.c.finished))),
+            "pending orders": list(tx.execute(sa.select(orders.c.order_id).where(orders.c.state == "PENDING"))),
+            "approved orders without reserved goods": list(
+                tx.execute(
+                    sa.select(orders.c.order_id)
+                    .outerjoin(reservations, reservations.c.saga_id == orders.c.order_id)
+                    .where(orders.c.state == "APPROVED")
+                    .where(sa.func.coalesce(reservations.c.state, "") != "RESERVED")
+                )
+            ),
+            "rejected orders still holding goods": list(
+                tx.execute(
+                    sa.select(orders.c.order_id)
+                    .join(reservations, reservations.c.saga_id == orders.c.order_id)
+                    .where(orders.c.state == "REJECTED", reservations.c.state == "RESERVED")
+                )
+            ),
+            "outbox not empty": list(tx.execute(sa.select(outbox.c.event_id))),
+        }
+    return {name: rows for name, rows in found.items() if rows}

@@ -1,0 +1,58 @@
+"""Hand-written fakes of the real interfaces, for tests without I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from cloudevents.http import CloudEvent
+
+from saga.engine import HistoryEntry, SagaInstance
+from saga.errors import ConcurrentUpdate
+from saga.messages import Reply, reply_event
+
+
+class InMemorySagaStore:
+    """The SagaStore protocol over dicts; versions checked like the PostgreSQL store."""
+
+    def __init__(self) -> None:
+        self.instances: dict[str, SagaInstance] = {}
+        self.history: dict[str, list[HistoryEntry]] = {}
+
+    def insert(self, tx: Any, instance: SagaInstance, history: Sequence[HistoryEntry]) -> None:
+        assert instance.saga_id not in self.instances, "duplicate saga id"
+        self.instances[instance.saga_id] = instance
+        self.append(tx, instance.saga_id, history)
+
+    def lock(self, tx: Any, saga_type: str, saga_id: str) -> SagaInstance | None:
+        found = self.instances.get(saga_id)
+        return found if found is not None and found.saga_type == saga_type else None
+
+    def update(self, tx: Any, instance: SagaInstance, history: Sequence[HistoryEntry]) -> None:
+        if self.instances[instance.saga_id].version != instance.version - 1:
+            raise ConcurrentUpdate(instance.saga_id)
+        self.instances[instance.saga_id] = instance
+        self.append(tx, instance.saga_id, history)
+
+    def append(self, tx: Any, saga_id: str, history: Sequence[HistoryEntry]) -> None:
+        self.history.setdefault(saga_id, []).extend(history)
+
+    def events(self, saga_id: str) -> list[tuple[str, str]]:
+        return [(str(h.event), h.name) for h in self.history[saga_id]]
+
+
+class RecordingTx:
+    """Stands in for a SQLAlchemy connection: records the parameters of each statement executed."""
+
+    def __init__(self) -> None:
+        self.statements: list[dict[str, Any]] = []
+
+    def execute(self, statement: Any, *args: Any) -> None:
+        compiled = statement.compile()
+        self.statements.append({"table": statement.table.name, "kind": type(statement).__name__, **compiled.params})
+
+
+def answer(command: CloudEvent, reply: Reply, source: str = "/test/participant") -> CloudEvent:
+    """The reply a participant would send to `command`."""
+    return reply_event(reply, command=command, source=source)
+

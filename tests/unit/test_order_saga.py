@@ -1,0 +1,181 @@
+"""Every branch of the CreateOrderSaga through the real engine, with an in-memory store."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from functions.account.messages import CreditReserved, CustomerCreditLimitExceeded, CustomerNotFound, ReserveCredit
+from functions.goods.messages import (
+    GoodsNotFound,
+    GoodsReleased,
+    GoodsReserved,
+    GoodsStockLimit,
+    ReleaseGoods,
+    ReserveGoods,
+)
+from functions.order.saga import CreateOrderSagaData, create_order_saga
+from saga.engine import SagaEngine
+from saga.errors import InvalidMessage, UnknownSaga
+from saga.messages import CAUSATION_ID, PARTITION_KEY, SAGA_ID, SAGA_TYPE
+from tests.unit.fakes import InMemorySagaStore, RecordingTx, answer
+
+SAGA_ID_ = "order-1"
+
+
+def order(total: str = "74", quantity: int = 2) -> CreateOrderSagaData:
+    return CreateOrderSagaData(
+        order_id=SAGA_ID_, customer_id="12223", goods_id=1, goods_total=quantity,
+        order_total=Decimal(total), placed_by="user-1",
+    )
+
+
+@pytest.fixture
+def store() -> InMemorySagaStore:
+    return InMemorySagaStore()
+
+
+@pytest.fixture
+def engine(store: InMemorySagaStore) -> SagaEngine[CreateOrderSagaData]:
+    return SagaEngine(create_order_saga, store)
+
+
+def order_states(tx: RecordingTx) -> list[tuple[str, str | None]]:
+    """The order row's life as the local steps wrote it."""
+    return [
+        (s["state"], s.get("rejection_reason"))
+        for s in tx.statements
+        if s["table"] == "orders"
+    ]
+
+
+def test_start_creates_pending_order_and_sends_reserve_goods(engine: SagaEngine, store: InMemorySagaStore) -> None:
+    tx = RecordingTx()
+    command = engine.start(tx, SAGA_ID_, order())
+    assert command is not None
+    assert command["type"] == ReserveGoods.TYPE
+    assert command.get_data() == {"goods_id": 1, "quantity": 2}
+    assert command[SAGA_ID] == command[PARTITION_KEY] == SAGA_ID_
+    assert command[SAGA_TYPE] == "CreateOrderSaga"
+    assert order_states(tx) == [("PENDING", None)]
+    assert store.instances[SAGA_ID_].awaiting == command["id"]
+    assert store.events(SAGA_ID_) == [
+        ("STARTED", "CreateOrderSaga"), ("LOCAL_DONE", "create"), ("COMMAND_SENT", "reserve_goods"),
+    ]
+
+
+def test_command_ids_are_stable_across_reexecution() -> None:
+    first = SagaEngine(create_order_saga, InMemorySagaStore()).start(RecordingTx(), SAGA_ID_, order())
+    again = SagaEngine(create_order_saga, InMemorySagaStore()).start(RecordingTx(), SAGA_ID_, order())
+    assert first is not None and again is not None
+    assert first["id"] == again["id"]
+
+
+def test_approved_order_reserves_goods_then_credit_then_approves(
+    engine: SagaEngine, store: InMemorySagaStore
+) -> None:
+    tx = RecordingTx()
+    reserve = engine.start(tx, SAGA_ID_, order("74", 2))
+    credit = engine.handle_reply(tx, answer(reserve, GoodsReserved(unit_price=Decimal("37.00"))))
+    assert credit is not None and credit["type"] == ReserveCredit.TYPE
+    assert credit.get_data() == {"customer_id": "12223", "amount": "74"}
+    assert engine.handle_reply(tx, answer(credit, CreditReserved(available_credit=Decimal("26")))) is None
+    assert order_states(tx) == [("PENDING", None), ("APPROVED", None)]
+    saga = store.instances[SAGA_ID_]
+    assert saga.finished and not saga.compensating
+    assert saga.data["unit_price"] == "37.00"
+    assert [e for e, _ in store.events(SAGA_ID_)][-3:] == ["REPLY_RECEIVED", "LOCAL_DONE", "FINISHED"]
+
+
+def test_credit_exceeded_releases_goods_then_rejects(engine: SagaEngine, store: InMemorySagaStore) -> None:
+    tx = RecordingTx()
+    reserve = engine.start(tx, SAGA_ID_, order("111", 3))
+    credit = engine.handle_reply(tx, answer(reserve, GoodsReserved(unit_price=Decimal("37"))))
+    release = engine.handle_reply(tx, answer(credit, CustomerCreditLimitExceeded(available_credit=Decimal("100"))))
+    assert release is not None and release["type"] == ReleaseGoods.TYPE
+    assert store.instances[SAGA_ID_].compensating
+    assert order_states(tx) == [("PENDING", None)], "the order is rejected only after the goods are released"
+    assert engine.handle_reply(tx, answer(release, GoodsReleased(quantity=3))) is None
+    assert order_states(tx)[-1] == ("REJECTED", "INSUFFICIENT_CREDIT")
+    assert store.instances[SAGA_ID_].finished
+    compensations = [name for event, name in store.events(SAGA_ID_) if event.startswith("COMPENSATION")]
+    assert compensations == ["release_goods", "release_goods", "reject"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [(GoodsStockLimit(available=1), "INSUFFICIENT_GOODS"), (GoodsNotFound(), "UNKNOWN_GOODS")],
+)
+def test_goods_failure_rejects_without_releasing(engine: SagaEngine, store: InMemorySagaStore, reply, reason) -> None:
+    tx = RecordingTx()
+    reserve = engine.start(tx, SAGA_ID_, order())
+    assert engine.handle_reply(tx, answer(reserve, reply)) is None, "nothing was reserved, nothing to release"
+    assert order_states(tx) == [("PENDING", None), ("REJECTED", reason)]
+    assert store.instances[SAGA_ID_].finished
+
+
+def test_price_mismatch_releases_the_reserved_goods(engine: SagaEngine, store: InMemorySagaStore) -> None:
+    tx = RecordingTx()
+    reserve = engine.start(tx, SAGA_ID_, order("70", 2))
+    release = engine.handle_reply(tx, answer(reserve, GoodsReserved(unit_price=Decimal("37.00"))))
+    assert release is not None and release["type"] == ReleaseGoods.TYPE
+    engine.handle_reply(tx, answer(release, GoodsReleased(quantity=2)))
+    assert order_states(tx)[-1] == ("REJECTED", "PRICE_MISMATCH")
+
+
+def test_unknown_customer_releases_goods(engine: SagaEngine) -> None:
+    tx = RecordingTx()
+    reserve = engine.start(tx, SAGA_ID_, order())
+    credit = engine.handle_reply(tx, answer(reserve, GoodsReserved(unit_price=Decimal("37"))))
+    release = engine.handle_reply(tx, answer(credit, CustomerNotFound()))
+    engine.handle_reply(tx, answer(release, GoodsReleased(quantity=2)))
+    assert order_states(tx)[-1] == ("REJECTED", "UNKNOWN_CUSTOMER")
+
+
+def test_duplicate_reply_is_ignored(engine: SagaEngine, store: InMemorySagaStore) -> None:
+    tx = RecordingTx()
+    reserve = engine.start(tx, SAGA_ID_, order())
+    reply = answer(reserve, GoodsReserved(unit_price=Decimal("37")))
+    assert engine.handle_reply(tx, reply) is not None
+    version = store.instances[SAGA_ID_].version
+    assert engine.handle_reply(tx, reply) is None
+    assert store.instances[SAGA_ID_].version == version
+    assert store.events(SAGA_ID_)[-1] == ("REPLY_IGNORED", "GoodsReserved")
+
+
+def test_stale_reply_to_an_older_command_is_ignored(engine: SagaEngine, store: InMemorySagaStore) -> None:
+    tx = RecordingTx()
+    reserve = engine.start(tx, SAGA_ID_, order())
+    credit = engine.handle_reply(tx, answer(reserve, GoodsReserved(unit_price=Decimal("37"))))
+    # A late failure reply to the goods command must not start compensation now.
+    assert engine.handle_reply(tx, answer(reserve, GoodsStockLimit(available=0))) is None
+    saga = store.instances[SAGA_ID_]
+    assert not saga.compensating and saga.awaiting == credit["id"]
+
+
+def test_reply_after_the_saga_finished_is_ignored(engine: SagaEngine, store: InMemorySagaStore) -> None:
+    tx = RecordingTx()
+    reserve = engine.start(tx, SAGA_ID_, order())
+    engine.handle_reply(tx, answer(reserve, GoodsNotFound()))
+    statements = len(tx.statements)
+    assert engine.handle_reply(tx, answer(reserve, GoodsReserved(unit_price=Decimal("37")))) is None
+    assert len(tx.statements) == statements
+
+
+def test_reply_for_unknown_saga_is_refused(engine: SagaEngine) -> None:
+    tx = RecordingTx()
+    other = SagaEngine(create_order_saga, InMemorySagaStore()).start(tx, "elsewhere", order())
+    with pytest.raises(UnknownSaga):
+        engine.handle_reply(tx, answer(other, GoodsNotFound()))
+
+
+def test_reply_without_causation_is_invalid(engine: SagaEngine) -> None:
+    tx = RecordingTx()
+    reply = answer(engine.start(tx, SAGA_ID_, order()), GoodsNotFound())
+    attributes = dict(reply.get_attributes())
+    del attributes[CAUSATION_ID]
+    from cloudevents.http import CloudEvent
+
+    with pytest.raises(InvalidMessage):
+        engine.handle_reply(tx, CloudEvent(attributes, reply.get_data()))
