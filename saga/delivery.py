@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from cloudevents.exceptions import GenericException as CloudEventError
 from cloudevents.http import CloudEvent, from_http, to_binary
 
+from saga.crashpoints import crash_point
 from saga.errors import SagaError
 from saga.inbox import handle_once
 
@@ -46,6 +47,7 @@ def serve(request: Any, *, engine: sa.Engine, inbox: sa.Table, consumer: str, ha
     except Exception:
         log.exception("%s: event %s failed", consumer, event["id"])
         return problem(500, "Internal error", "the event could not be handled; it will be redelivered")
+    crash_point(f"{consumer}.after-commit")  # committed, but the dispatcher never hears back
     if reply is None:
         return "", 202, {}
     headers, body = to_binary(reply)

@@ -17,6 +17,7 @@ from functions.platform.events import publish_after_commit, relay_for, sweep_tar
 from functions.platform.problems import BadRequest, NotFound, Unprocessable, json_api, json_response
 from functions.platform.routing import Router
 from functions.platform.security import Principal, authenticate, require_customer_access
+from saga.crashpoints import crash_point
 from saga.delivery import ResponseTuple, serve
 
 
@@ -60,6 +61,7 @@ def _place_order(request: Request) -> Any:
         raise Unprocessable("this Idempotency-Key was used for a different order", field="Idempotency-Key") from exc
     if command is not None:
         # After the commit: a crash here leaves the command in the outbox for the sweep.
+        crash_point("order-api.after-commit")
         publish_after_commit(relay_for(_db(), schema.outbox), [command["id"]])
         state = "PENDING"
     else:  # an Idempotency-Key replay: answer with the order as it is now

@@ -1,0 +1,43 @@
+# knative-saga: `make dev` runs the whole local stack, `make test` runs every test.
+# Cluster targets (kind-up, images, deploy, e2e-kind, kind-down) live in mk/cluster.mk.
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv dev test lint unit clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip==25.3
+	$(BIN)/pip install -q -e '.[stack,dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv with the pinned packages (again only when pyproject.toml changes)
+
+dev: venv ## start Kafka, PostgreSQL and every function: the whole local stack (Ctrl-C stops it)
+	$(BIN)/saga dev $(ARGS)
+
+lint: venv ## ruff and mypy
+	$(BIN)/ruff check saga functions localstack tests
+	$(BIN)/mypy saga functions localstack
+
+unit: venv ## unit tests only (no infrastructure)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test: venv lint ## every test: unit, manifests, integration (real Kafka + PostgreSQL), end to end
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean: ## remove the test stack's data (keeps the downloaded Kafka jars and the dev data)
+	rm -rf .local/test
+
+-include mk/*.mk

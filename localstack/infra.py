@@ -1,0 +1,113 @@
+"""The local infrastructure: a real PostgreSQL and a real Kafka (KRaft), started by the project.
+
+`DATABASE_URL` / `KAFKA_BOOTSTRAP_SERVERS` select existing servers instead. A server of ours still
+answering on its port (say, from a stack that was killed) is reused rather than started twice, and
+left running on exit, since this run did not start it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import click
+
+from localstack.kafka import KafkaServer
+from localstack.postgres import PostgresServer
+from localstack.process import port_open
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Infra:
+    database_url: str  # SQLAlchemy URL (postgresql+pg8000://...)
+    kafka_bootstrap: str
+
+
+def normalise_database_url(url: str) -> str:
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+pg8000://" + url[len(prefix):]
+    return url
+
+
+class LocalInfra:
+    def __init__(self, repo: Path, root: Path, *, pg_port: int, kafka_port: int,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.repo = repo
+        self.root = root
+        self.pg_port = pg_port
+        self.kafka_port = kafka_port
+        self.env = os.environ if env is None else env
+        self._started: list[PostgresServer | KafkaServer] = []
+
+    def __enter__(self) -> Infra:
+        try:
+            return Infra(database_url=self._database(), kafka_bootstrap=self._kafka())
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+
+    def _database(self) -> str:
+        if self.env.get("DATABASE_URL"):
+            return normalise_database_url(self.env["DATABASE_URL"])
+        server = PostgresServer(self.root / "postgres", self.pg_port)
+        if port_open(self.pg_port):
+            log.info("PostgreSQL already answers on 127.0.0.1:%s: reusing it", self.pg_port)
+        else:
+            server.start()
+            self._started.append(server)
+        return server.url
+
+    def _kafka(self) -> str:
+        if self.env.get("KAFKA_BOOTSTRAP_SERVERS"):
+            return self.env["KAFKA_BOOTSTRAP_SERVERS"]
+        server = KafkaServer(self.repo, self.root / "kafka", self.kafka_port)
+        if port_open(self.kafka_port):
+            log.info("Kafka already answers on %s: reusing it", server.bootstrap)
+        else:
+            server.start()
+            self._started.append(server)
+        return server.bootstrap
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        while self._started:
+            self._started.pop().stop()
+
+
+def dev_infra(repo: Path) -> LocalInfra:
+    return LocalInfra(repo, repo / ".local" / "dev", pg_port=55432, kafka_port=19092)
+
+
+def test_infra(repo: Path) -> LocalInfra:
+    return LocalInfra(repo, repo / ".local" / "test", pg_port=65432, kafka_port=29092)
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+@click.group("infra")
+def infra_command() -> None:
+    """The local PostgreSQL and Kafka on their own."""
+
+
+@infra_command.command("up")
+def infra_up() -> None:
+    """Start the dev PostgreSQL and Kafka and keep them running until Ctrl-C."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with dev_infra(repo_root()) as infra:
+        click.echo(f"PostgreSQL: {infra.database_url}\nKafka:      {infra.kafka_bootstrap}\nCtrl-C stops them.")
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
