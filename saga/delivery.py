@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
+from cloudevents.conversion import to_binary
 from cloudevents.exceptions import GenericException as CloudEventError
-from cloudevents.http import CloudEvent, from_http, to_binary
+from cloudevents.http import CloudEvent, from_http
 
 from saga.crashpoints import crash_point
 from saga.errors import SagaError

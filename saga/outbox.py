@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 
 import httpx
 import sqlalchemy as sa
-from cloudevents.http import CloudEvent, to_binary
+from cloudevents.conversion import to_binary
+from cloudevents.http import CloudEvent
 from sqlalchemy.dialects.postgresql import JSONB, insert
 
 from saga.messages import event_from_json, event_to_json

@@ -9,7 +9,8 @@ from typing import Any
 
 import flask
 import sqlalchemy as sa
-from cloudevents.http import CloudEvent, from_http, to_binary
+from cloudevents.conversion import to_binary
+from cloudevents.http import CloudEvent, from_http
 
 from saga.delivery import Handler, serve
 

@@ -1,0 +1,82 @@
+"""Auth functions (functions-framework targets): register, login, refresh, JWKS; and the sweep of
+the auth outbox."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import functions_framework
+from flask import Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from functions.auth import keys, schema, service
+from functions.platform.config import settings
+from functions.platform.database import engine
+from functions.platform.events import publish_after_commit, relay_for, sweep_target
+from functions.platform.problems import json_api, json_response
+from functions.platform.routing import Router
+
+
+class Credentials(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
+    password: Annotated[str, Field(min_length=8, max_length=1024)]
+
+
+class LoginRequest(BaseModel):
+    # Login does not re-apply the registration rules: a wrong guess is a 401, whatever its shape.
+    model_config = ConfigDict(extra="forbid")
+    username: Annotated[str, Field(max_length=256)]
+    password: Annotated[str, Field(max_length=1024)]
+
+
+class RefreshRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    refresh_token: Annotated[str, Field(min_length=1, max_length=8192)]
+
+
+def _db():  # type: ignore[no-untyped-def]
+    return engine(settings().database_url)
+
+
+def _register(request: Request) -> Any:
+    body = Credentials.model_validate(request.get_json(force=True))
+    with _db().begin() as tx:
+        created, event = service.register(tx, body.username, body.password)
+    publish_after_commit(relay_for(_db(), schema.outbox), [event["id"]])
+    return json_response(created, 201)
+
+
+def _login(request: Request) -> Any:
+    body = LoginRequest.model_validate(request.get_json(force=True))
+    with _db().begin() as tx:
+        return json_response(service.login(tx, body.username, body.password))
+
+
+def _refresh(request: Request) -> Any:
+    body = RefreshRequest.model_validate(request.get_json(force=True))
+    with _db().begin() as tx:
+        return json_response(service.refresh(tx, body.refresh_token))
+
+
+def _jwks(request: Request) -> Any:
+    return json_response(keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+
+_router = Router(
+    [
+        ("/auth/register", ["POST"], _register),
+        ("/auth/login", ["POST"], _login),
+        ("/auth/refresh", ["POST"], _refresh),
+        ("/.well-known/jwks.json", ["GET"], _jwks),
+    ]
+)
+
+
+@functions_framework.http
+@json_api
+def auth_api(request: Request) -> Any:
+    return _router.dispatch(request)
+
+
+outbox_relay = functions_framework.http(sweep_target(_db, schema.outbox))

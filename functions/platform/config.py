@@ -1,0 +1,48 @@
+"""Configuration from the environment, read once per process. Dev defaults are for the local
+stack; in the cluster every value comes from the Knative Service's env (and Secrets)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept postgres:// and postgresql:// URLs; the project's driver is pg8000."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+pg8000://" + url[len(prefix):]
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    jwt_issuer: str
+    jwt_audience: str
+    jwks_url: str
+    jwt_private_key_pem: str
+    access_token_ttl: int
+    refresh_token_ttl: int
+    k_sink: str
+    initial_credit: Decimal
+    service_name: str
+
+
+@functools.cache
+def settings() -> Settings:
+    env = os.environ.get
+    return Settings(
+        database_url=normalise_database_url(env("DATABASE_URL", "postgresql+pg8000://saga:saga@127.0.0.1:55432/saga")),
+        jwt_issuer=env("SAGA_JWT_ISSUER", "https://auth.knative-saga.example"),
+        jwt_audience=env("SAGA_JWT_AUDIENCE", "knative-saga"),
+        jwks_url=env("SAGA_JWKS_URL", "http://127.0.0.1:8083/.well-known/jwks.json"),
+        jwt_private_key_pem=env("SAGA_JWT_PRIVATE_KEY", ""),
+        access_token_ttl=int(env("SAGA_ACCESS_TOKEN_TTL", "900")),
+        refresh_token_ttl=int(env("SAGA_REFRESH_TOKEN_TTL", str(14 * 24 * 3600))),
+        k_sink=env("K_SINK", ""),
+        initial_credit=Decimal(env("SAGA_INITIAL_CREDIT", "100.00")),
+        service_name=env("K_SERVICE", "local"),
+    )
