@@ -7,6 +7,7 @@ left running on exit, since this run did not start it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -107,7 +108,5 @@ def infra_up() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with dev_infra(repo_root()) as infra:
         click.echo(f"PostgreSQL: {infra.database_url}\nKafka:      {infra.kafka_bootstrap}\nCtrl-C stops them.")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
-        except KeyboardInterrupt:
-            pass

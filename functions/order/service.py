@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from cloudevents.http import CloudEvent
 from sqlalchemy.dialects.postgresql import insert
 
-from functions.order.saga import CreateOrderSagaData, create_order_saga
+from functions.order.create_order_saga import CreateOrderSagaData, create_order_saga
 from functions.order.schema import order_requests, orders, outbox, saga_history, saga_instances
 from saga import outbox as outbox_
 from saga.engine import SagaEngine

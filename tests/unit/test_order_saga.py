@@ -15,7 +15,7 @@ from functions.goods.messages import (
     ReleaseGoods,
     ReserveGoods,
 )
-from functions.order.saga import CreateOrderSagaData, create_order_saga
+from functions.order.create_order_saga import CreateOrderSagaData, create_order_saga
 from saga.engine import SagaEngine
 from saga.errors import InvalidMessage, UnknownSaga
 from saga.messages import CAUSATION_ID, PARTITION_KEY, SAGA_ID, SAGA_TYPE

@@ -1,0 +1,215 @@
+"""The request path of the local stack, on one asyncio loop: the activator in front of every
+function (start on first request, stop when idle: scale to zero), the broker ingress (K_SINK:
+CloudEvents in, Kafka records out through an idempotent producer), and the PingSources."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from cloudevents.conversion import to_binary
+from cloudevents.exceptions import GenericException as CloudEventError
+from cloudevents.http import CloudEvent, from_http
+from cloudevents.kafka import to_binary as to_kafka
+from confluent_kafka import Producer
+
+from localstack.process import Child, port_open, start_child
+
+log = logging.getLogger(__name__)
+
+HOP_BY_HOP = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive"})
+START_TIMEOUT = 30.0
+
+
+@dataclass
+class Function:
+    """One Knative Service played by one local process, started on demand."""
+
+    name: str
+    port: int  # the activator's port: the Service's address
+    private_port: int  # where the process itself listens
+    argv: list[str]
+    env: dict[str, str]
+    log_file: Path
+    cwd: Path
+    process: Child | None = None
+    last_used: float = field(default_factory=time.monotonic)
+    inflight: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    starts: int = 0
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.alive()
+
+    async def ensure_running(self) -> None:
+        if self.running:
+            return
+        async with self.lock:  # concurrent first requests start it once
+            if self.running:
+                return
+            self.process = start_child(self.name, self.argv, self.log_file, env=self.env, cwd=self.cwd)
+            self.starts += 1
+            deadline = time.monotonic() + START_TIMEOUT
+            while not port_open(self.private_port):
+                if not self.process.alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"function {self.name} did not start; see {self.log_file}")
+                await asyncio.sleep(0.02)
+            log.info("scaled %s from zero (pid %s)", self.name, self.process.pid)
+
+
+class Gateway:
+    def __init__(self, functions: Mapping[str, Function], *, idle_seconds: float, keep_warm: bool,
+                 kafka_bootstrap: str, broker_topic: str, ingress_port: int, ingress_path: str) -> None:
+        self.functions = dict(functions)
+        self.idle_seconds = idle_seconds
+        self.keep_warm = keep_warm
+        self.broker_topic = broker_topic
+        self.ingress_port = ingress_port
+        self.ingress_path = ingress_path
+        self.producer = Producer({
+            "bootstrap.servers": kafka_bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 1,
+            "log_level": 3,
+        })
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="gateway", daemon=True)
+        self._runners: list[web.AppRunner] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._stop_polling = threading.Event()
+        self._poller = threading.Thread(target=self._poll_producer, name="ingress-producer", daemon=True)
+
+    # --- life cycle (called from the stack's thread) ---
+    def start(self, pings: list[tuple[str, float, str, str, str]]) -> None:
+        self._poller.start()
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(pings), self.loop).result(timeout=60)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(timeout=60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self._stop_polling.set()
+        self._poller.join(timeout=10)
+        self.producer.flush(10)
+        for function in self.functions.values():
+            if function.process is not None:
+                function.process.stop()
+
+    async def _start(self, pings: list[tuple[str, float, str, str, str]]) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        for function in self.functions.values():
+            app = web.Application(client_max_size=16 * 1024 * 1024)
+            app.router.add_route("*", "/{tail:.*}", self._proxy_to(function))
+            await self._serve(app, function.port)
+        ingress = web.Application(client_max_size=16 * 1024 * 1024)
+        ingress.router.add_post(self.ingress_path, self._ingress)
+        await self._serve(ingress, self.ingress_port)
+        if self.keep_warm:
+            await asyncio.gather(*(f.ensure_running() for f in self.functions.values()))
+        else:
+            self._tasks.append(asyncio.create_task(self._reap_idle()))
+        for name, interval, sink, data, content_type in pings:
+            self._tasks.append(asyncio.create_task(self._ping(name, interval, sink, data, content_type)))
+
+    async def _serve(self, app: web.Application, port: int) -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        self._runners.append(runner)
+
+    async def _stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for runner in self._runners:
+            await runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    # --- activator ---
+    def _proxy_to(self, function: Function):  # type: ignore[no-untyped-def]
+        async def proxy(request: web.Request) -> web.StreamResponse:
+            assert self._session is not None
+            function.inflight += 1
+            function.last_used = time.monotonic()
+            try:
+                await function.ensure_running()
+                headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+                url = f"http://127.0.0.1:{function.private_port}{request.path_qs}"
+                async with self._session.request(
+                    request.method, url, headers=headers, data=await request.read(), allow_redirects=False
+                ) as answer:
+                    body = await answer.read()
+                    back = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
+                    return web.Response(status=answer.status, body=body, headers=back)
+            except (aiohttp.ClientError, RuntimeError) as exc:
+                log.warning("%s: %s", function.name, exc)
+                return web.Response(status=503, text=f"{function.name} unavailable")
+            finally:
+                function.inflight -= 1
+                function.last_used = time.monotonic()
+
+        return proxy
+
+    async def _reap_idle(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for function in self.functions.values():
+                if function.running and function.inflight == 0 and now - function.last_used > self.idle_seconds:
+                    async with function.lock:  # a request arriving now waits until the old process is gone
+                        process, function.process = function.process, None
+                        if process is not None:
+                            log.info("scaled %s to zero after %.0f s idle", function.name, self.idle_seconds)
+                            await asyncio.get_running_loop().run_in_executor(None, process.stop)
+
+    # --- broker ingress ---
+    def _poll_producer(self) -> None:
+        while not self._stop_polling.is_set():
+            self.producer.poll(0.05)
+
+    async def _ingress(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            event = from_http(dict(request.headers), body)
+        except CloudEventError as exc:
+            return web.Response(status=400, text=f"not a CloudEvent: {exc}")
+        loop = asyncio.get_running_loop()
+        delivered: asyncio.Future[object] = loop.create_future()
+
+        def on_delivery(error: object, _message: object) -> None:
+            loop.call_soon_threadsafe(lambda: delivered.done() or delivered.set_result(error))
+
+        message = to_kafka(event)
+        key = message.key if isinstance(message.key, bytes | None) else str(message.key).encode()
+        self.producer.produce(self.broker_topic, value=message.value, key=key,
+                              headers=list(message.headers.items()), on_delivery=on_delivery)
+        try:
+            error = await asyncio.wait_for(delivered, timeout=10)
+        except TimeoutError:
+            error = "timed out"
+        if error is not None:
+            log.warning("ingress: event %s not written: %s", event["id"], error)
+            return web.Response(status=503, text="the broker could not take the event")
+        return web.Response(status=202)
+
+    # --- PingSource ---
+    async def _ping(self, source: str, interval: float, sink: str, data: str, content_type: str) -> None:
+        assert self._session is not None
+        while True:
+            await asyncio.sleep(interval - (time.time() % interval))
+            event = CloudEvent({"type": "dev.knative.sources.ping", "source": source,
+                                "datacontenttype": content_type}, data)
+            headers, body = to_binary(event)
+            try:
+                async with self._session.post(sink, headers=headers, data=body) as answer:
+                    await answer.read()
+            except aiohttp.ClientError as exc:
+                log.warning("ping %s: %s", source, exc)

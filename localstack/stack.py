@@ -1,0 +1,208 @@
+"""The whole local stack from the `knative/` manifests: topics, schemas, secrets, the gateway
+(activators, broker ingress, PingSources) and the dispatcher process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from localstack.dispatcher import DispatcherConfig, TriggerConfig
+from localstack.gateway import Function, Gateway
+from localstack.infra import Infra
+from localstack.manifests import ManifestError, Manifests, ServiceSpec, load
+from localstack.process import Child, start_child, wait_until
+
+log = logging.getLogger(__name__)
+
+INGRESS_PORT = 8090
+FIRST_INTERNAL_PORT = 8100  # Services without a contract port
+FIRST_PRIVATE_PORT = 9100  # where the function processes themselves listen
+PUBLIC_NAMES = {"order-api": "order", "goods-api": "goods", "account-api": "account", "auth-api": "auth"}
+_CLUSTER_URL = re.compile(r"http://([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local")
+
+
+def ping_interval(schedule: str) -> float:
+    """Seconds between pings for the cron forms the manifests use: `* * * * *` and `*/N * * * *`."""
+    fields = schedule.split()
+    if len(fields) == 5 and fields[1:] == ["*"] * 4:
+        if fields[0] == "*":
+            return 60.0
+        if fields[0].startswith("*/") and fields[0][2:].isdigit():
+            return 60.0 * int(fields[0][2:])
+    raise ManifestError(f"PingSource schedule {schedule!r} is not supported locally")
+
+
+class Stack:
+    def __init__(self, repo: Path, root: Path, infra: Infra, *, port_offset: int = 0, idle_seconds: float = 60.0,
+                 keep_warm: bool = False, ping_every: float | None = None) -> None:
+        self.repo = repo
+        self.root = root
+        self.infra = infra
+        self.port_offset = port_offset
+        self.idle_seconds = idle_seconds
+        self.keep_warm = keep_warm
+        self.ping_every = ping_every
+        self.manifests: Manifests = load(repo / "knative")
+        self.ports = self._assign_ports()
+        self.ingress_url = (
+            f"http://127.0.0.1:{INGRESS_PORT + port_offset}/{self.manifests.namespace}/{self.manifests.broker}"
+        )
+        self.gateway: Gateway | None = None
+        self.dispatcher: Child | None = None
+        self._watch_stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch_dispatcher, name="dispatcher-watch", daemon=True)
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    @property
+    def public_urls(self) -> dict[str, str]:
+        return {short: self.url(name) for name, short in PUBLIC_NAMES.items()}
+
+    @property
+    def dispatcher_pid(self) -> int | None:
+        return self.dispatcher.pid if self.dispatcher is not None else None
+
+    def _assign_ports(self) -> dict[str, int]:
+        ports: dict[str, int] = {}
+        internal = FIRST_INTERNAL_PORT + self.port_offset
+        for name, service in sorted(self.manifests.services.items()):
+            if service.local_port is not None:
+                ports[name] = service.local_port + self.port_offset
+            else:
+                ports[name] = internal
+                internal += 1
+        return ports
+
+    # --- start ---
+    def __enter__(self) -> Stack:
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _start(self) -> None:
+        from functions.schemas import init_databases
+
+        self._create_topics()
+        init_databases(self.infra.database_url, seed_dev=True)
+        from localstack.secrets import local_secrets
+
+        secrets = local_secrets(self.root, self.infra.database_url)
+        functions = {
+            name: self._function(service, secrets, index)
+            for index, (name, service) in enumerate(sorted(self.manifests.services.items()))
+        }
+        self.gateway = Gateway(
+            functions, idle_seconds=self.idle_seconds, keep_warm=self.keep_warm,
+            kafka_bootstrap=self.infra.kafka_bootstrap, broker_topic=self.manifests.broker_topic,
+            ingress_port=INGRESS_PORT + self.port_offset,
+            ingress_path=f"/{self.manifests.namespace}/{self.manifests.broker}",
+        )
+        pings = [
+            (f"/apis/v1/namespaces/{p.namespace}/pingsources/{p.name}", self.ping_every or ping_interval(p.schedule),
+             self.url(p.sink), p.data, p.content_type)
+            for p in self.manifests.pings
+        ]
+        self.gateway.start(pings)
+        self._start_dispatcher()
+        self._watcher.start()
+
+    def _create_topics(self) -> None:
+        admin = AdminClient({"bootstrap.servers": self.infra.kafka_bootstrap, "log_level": 3})
+        wanted = {self.manifests.broker_topic: self.manifests.partitions, **self.manifests.dead_letter_topics}
+        existing = admin.list_topics(timeout=20).topics
+        missing = [NewTopic(t, p, 1) for t, p in wanted.items() if t not in existing]
+        for topic, future in (admin.create_topics(missing) if missing else {}).items():
+            try:
+                future.result(timeout=30)
+            except Exception as exc:  # created concurrently by another stack: fine
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+            log.info("created topic %s", topic)
+
+    def _function(self, service: ServiceSpec, secrets: dict[str, dict[str, str]], index: int) -> Function:
+        env = dict(os.environ)
+        for var in service.env:
+            if var.secret is not None:
+                name, key = var.secret
+                env[var.name] = secrets[name][key]
+            else:
+                env[var.name] = self._localise(var.value or "")
+        private_port = FIRST_PRIVATE_PORT + self.port_offset + index
+        env.update({"PORT": str(private_port), "K_SERVICE": service.name})
+        if service.name in self.manifests.bound_to_broker:
+            env["K_SINK"] = self.ingress_url
+        source = service.env_value("FUNCTION_SOURCE") or ""
+        target = service.env_value("FUNCTION_TARGET") or ""
+        argv = [str(Path(sys.executable).with_name("functions-framework")), "--source", source, "--target", target,
+                "--host", "127.0.0.1", "--port", str(private_port)]
+        return Function(
+            name=service.name, port=self.ports[service.name], private_port=private_port, argv=argv, env=env,
+            log_file=self.root / "logs" / f"{service.name}.log", cwd=self.repo,
+        )
+
+    def _localise(self, value: str) -> str:
+        """Cluster-local Service URLs point at the same Service's local port."""
+        def local(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in self.ports:
+                raise ManifestError(f"{value!r} names Service {name!r}, which the manifests do not define")
+            return self.url(name)
+
+        return _CLUSTER_URL.sub(local, value)
+
+    def _start_dispatcher(self) -> None:
+        config_file = self.root / "dispatcher.json"
+        ready = self.root / "dispatcher.ready"
+        ready.unlink(missing_ok=True)
+        DispatcherConfig(
+            bootstrap=self.infra.kafka_bootstrap,
+            topic=self.manifests.broker_topic,
+            ready_file=str(ready),
+            triggers=tuple(
+                TriggerConfig(
+                    name=t.name, group=t.consumer_group, filter=t.filter, url=self.url(t.subscriber),
+                    retry=t.delivery.retry, backoff_policy=t.delivery.backoff_policy,
+                    backoff_delay=t.delivery.backoff_delay, timeout=t.delivery.timeout,
+                    dead_letter_topic=t.delivery.dead_letter_topic, ordered=t.ordered,
+                )
+                for t in self.manifests.triggers
+            ),
+        ).dump(config_file)
+        self.dispatcher = start_child(
+            "dispatcher", [sys.executable, "-m", "localstack.dispatcher", str(config_file)],
+            self.root / "logs" / "dispatcher.log", cwd=self.repo,
+        )
+        wait_until(ready.exists, timeout=90, what="the dispatcher's consumer groups", alive=self.dispatcher)
+
+    def _watch_dispatcher(self) -> None:
+        """Restart the dispatcher if it dies (as Kubernetes would restart its pod)."""
+        while not self._watch_stop.wait(1.0):
+            if self.dispatcher is not None and not self.dispatcher.alive():
+                log.warning("dispatcher (pid %s) exited; restarting it", self.dispatcher.pid)
+                try:
+                    self._start_dispatcher()
+                except Exception:
+                    log.exception("dispatcher restart failed; trying again")
+                    time.sleep(1.0)
+
+    # --- stop ---
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self._watch_stop.set()
+        if self._watcher.is_alive():
+            self._watcher.join(timeout=10)
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+        if self.gateway is not None:
+            self.gateway.stop()
