@@ -1,0 +1,74 @@
+"""The whole local stack for the end-to-end tests (or a cluster's gateway, with SAGA_E2E_BASE_URL),
+on a fresh database per run so the books can be checked exactly."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+import sqlalchemy as sa
+
+from localstack.infra import Infra, repo_root
+from tests.e2e.client import ADMIN_PASSWORD, DEMO_PASSWORD, SERVICES, Api, Customer
+from tests.e2e.invariants import unbalanced_books
+
+GATEWAY = os.environ.get("SAGA_E2E_BASE_URL")
+
+
+@pytest.fixture(scope="session")
+def e2e_database(infra: Infra) -> Iterator[str]:
+    name = f"saga_e2e_{uuid.uuid4().hex[:8]}"
+    server = sa.make_url(infra.database_url)
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield server.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def api(request: pytest.FixtureRequest) -> Iterator[Api]:
+    if GATEWAY:
+        client = Api(dict.fromkeys(SERVICES, GATEWAY), host=os.environ.get("SAGA_E2E_HOST"))
+        yield client
+        client.close()
+        return
+    from localstack.stack import Stack
+
+    infra: Infra = request.getfixturevalue("infra")
+    database = request.getfixturevalue("e2e_database")
+    repo = repo_root()
+    with Stack(repo, repo / ".local" / "test", replace(infra, database_url=database), port_offset=10000,
+               idle_seconds=120) as stack:
+        client = Api(stack.public_urls)
+        yield client
+        client.close()
+        books = unbalanced_books(sa.create_engine(database))
+        assert not books, f"the books do not balance after the e2e run: {books}"
+
+
+@pytest.fixture
+def customer(api: Api) -> Customer:
+    return api.new_customer()
+
+
+@pytest.fixture(scope="session")
+def admin_token(api: Api) -> str:
+    token = os.environ.get("SAGA_E2E_ADMIN_TOKEN")
+    if token:
+        return token
+    if GATEWAY:
+        pytest.skip("a cluster has no default admin; set SAGA_E2E_ADMIN_TOKEN")
+    return str(api.login("admin", ADMIN_PASSWORD)["access_token"])
+
+
+@pytest.fixture(scope="session")
+def lisa_token(api: Api) -> str:
+    if GATEWAY:
+        pytest.skip("a cluster has no demo user")
+    return str(api.login("lisa", DEMO_PASSWORD)["access_token"])
