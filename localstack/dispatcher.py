@@ -96,10 +96,17 @@ def backoff(trigger: TriggerConfig, attempt: int) -> float:
     return trigger.backoff_delay * (2**attempt)
 
 
+def _bytes(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
 def kafka_record(event: CloudEvent, topic: str) -> Record:
+    """The event in Kafka's binary mode (record key = its `partitionkey`)."""
+    if "datacontenttype" not in event:  # the Kafka binding needs it for the content-type header
+        event["datacontenttype"] = "application/json"
     message = to_kafka(event)
-    return Record(topic, message.key if isinstance(message.key, bytes | None) else str(message.key).encode(),
-                  message.value, dict(message.headers))
+    headers = {name: _bytes(v) or b"" for name, v in message.headers.items()}
+    return Record(topic, _bytes(message.key), _bytes(message.value), headers)
 
 
 class TriggerWorker(threading.Thread):
@@ -130,6 +137,10 @@ class TriggerWorker(threading.Thread):
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
             "fetch.wait.max.ms": 10,
+            # Static membership: a restarted dispatcher takes its partitions back at once instead of
+            # waiting for the killed one's session to expire (and the group rebalancing).
+            "group.instance.id": f"{trigger.group}-dispatcher",
+            "session.timeout.ms": 10000,
             "log_level": 3,
         })
         producer = Producer({
@@ -151,7 +162,7 @@ class TriggerWorker(threading.Thread):
     def _dispatch_batch(self, consumer: Consumer, producer: Producer, messages: list[Message]) -> None:
         by_partition: dict[int, list[Message]] = defaultdict(list)
         for message in messages:
-            by_partition[message.partition()].append(message)
+            by_partition[message.partition() or 0].append(message)
         if self.trigger.ordered:
             jobs = [self.pool.submit(lambda ms: [r for m in ms for r in self._handle(m)], ms)
                     for ms in by_partition.values()]
@@ -160,7 +171,7 @@ class TriggerWorker(threading.Thread):
         records: list[Record] = []
         for job in jobs:
             records.extend(job.result())
-        offsets = [TopicPartition(self.config.topic, p, ms[-1].offset() + 1) for p, ms in by_partition.items()]
+        offsets = [TopicPartition(self.config.topic, p, (ms[-1].offset() or 0) + 1) for p, ms in by_partition.items()]
         producer.begin_transaction()
         try:
             for record in records:
@@ -172,9 +183,9 @@ class TriggerWorker(threading.Thread):
             raise
 
     def _handle(self, message: Message) -> list[Record]:
-        headers = {k: v for k, v in (message.headers() or []) if v is not None}
+        headers = {str(k): _bytes(v) or b"" for k, v in (message.headers() or [])}  # type: ignore[str-unpack]
         try:
-            event = from_binary(KafkaMessage(headers=headers, key=message.key(), value=message.value()))
+            event = from_binary(KafkaMessage(headers=headers, key=message.key(), value=message.value() or b""))
         except Exception:
             log.error("%s: offset %s is not a CloudEvent; skipped", self.trigger.name, message.offset())
             return []

@@ -17,9 +17,9 @@ from aiohttp import web
 from cloudevents.conversion import to_binary
 from cloudevents.exceptions import GenericException as CloudEventError
 from cloudevents.http import CloudEvent, from_http
-from cloudevents.kafka import to_binary as to_kafka
 from confluent_kafka import Producer
 
+from localstack.dispatcher import kafka_record
 from localstack.process import Child, port_open, start_child
 
 log = logging.getLogger(__name__)
@@ -184,13 +184,16 @@ class Gateway:
         loop = asyncio.get_running_loop()
         delivered: asyncio.Future[object] = loop.create_future()
 
-        def on_delivery(error: object, _message: object) -> None:
-            loop.call_soon_threadsafe(lambda: delivered.done() or delivered.set_result(error))
+        def settle(error: object) -> None:
+            if not delivered.done():
+                delivered.set_result(error)
 
-        message = to_kafka(event)
-        key = message.key if isinstance(message.key, bytes | None) else str(message.key).encode()
-        self.producer.produce(self.broker_topic, value=message.value, key=key,
-                              headers=list(message.headers.items()), on_delivery=on_delivery)
+        def on_delivery(error: object, _message: object) -> None:
+            loop.call_soon_threadsafe(settle, error)
+
+        record = kafka_record(event, self.broker_topic)
+        self.producer.produce(record.topic, value=record.value, key=record.key,
+                              headers=list(record.headers.items()), on_delivery=on_delivery)
         try:
             error = await asyncio.wait_for(delivered, timeout=10)
         except TimeoutError:

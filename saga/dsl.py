@@ -126,7 +126,9 @@ class ParticipantStepBuilder(_StepInProgress[D]):
             raise DefinitionError(f"on_reply takes a Reply class, got {reply_type!r}")
         if reply_type.__name__ in self._current.reply_handlers:
             raise DefinitionError(f"step {self._current.name} already handles {reply_type.__name__}")
-        handlers = {**self._current.reply_handlers, reply_type.__name__: (reply_type, handler)}
+        handlers: dict[str, tuple[type[Reply], ReplyHandler[D]]] = {
+            **self._current.reply_handlers, reply_type.__name__: (reply_type, handler)
+        }
         return ParticipantStepBuilder(self._steps, dataclasses.replace(self._current, reply_handlers=handlers))
 
     def with_compensation(self, command: CommandFactory[D]) -> ParticipantStepBuilder[D]:

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Shared by scripts/cluster/*.sh: the repository root, the pinned versions, the pinned tools.
+# Sourced, never run. Every caller sets `set -euo pipefail` itself.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export ROOT
+# shellcheck source=scripts/cluster/versions.env
+source "${ROOT}/scripts/cluster/versions.env"
+
+# Pinned tools (kind, kubectl, istioctl) live here, installed by scripts/cluster/tools.sh.
+STATE_DIR="${ROOT}/.local/cluster"
+TOOLS_DIR="${STATE_DIR}/bin"
+KIND="${TOOLS_DIR}/kind"
+KUBECTL="${TOOLS_DIR}/kubectl"
+ISTIOCTL="${TOOLS_DIR}/istioctl"
+KUBE_CONTEXT="kind-${CLUSTER_NAME}"
+NAMESPACE=knative-saga
+# Written by images.sh, read by deploy.sh: the function image pinned by digest.
+IMAGE_ENV="${STATE_DIR}/image.env"
+export STATE_DIR TOOLS_DIR KIND KUBECTL ISTIOCTL KUBE_CONTEXT NAMESPACE IMAGE_ENV
+
+log() {
+  printf '\033[1m==> %s\033[0m\n' "$*" >&2
+}
+
+die() {
+  printf 'error: %s\n' "$*" >&2
+  exit 1
+}
+
+need() {
+  local tool
+  for tool in "$@"; do
+    command -v "${tool}" >/dev/null 2>&1 || die "needs ${tool} on PATH (see docs/deploy.md, prerequisites)"
+  done
+}
+
+# kubectl against this project's kind cluster only, never the user's current context.
+k() {
+  "${KUBECTL}" --context "${KUBE_CONTEXT}" "$@"
+}
+
+# Apply a released manifest by URL, server-side so re-running is a no-op and big CRDs fit.
+apply_release() {
+  log "apply $1"
+  k apply --server-side --force-conflicts -f "$1"
+}
+
+wait_deployments() {
+  local namespace="$1"
+  log "wait for every Deployment in ${namespace}"
+  k -n "${namespace}" wait deployment --all --for=condition=Available --timeout=600s
+}

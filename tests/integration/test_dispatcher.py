@@ -1,0 +1,262 @@
+"""The local Trigger dispatcher on real Kafka: Knative's retry and dead-letter rules, per-partition
+ordering, filters, and exactly-once replies across a SIGKILL of the dispatcher process."""
+
+from __future__ import annotations
+
+import base64
+import random
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from cloudevents.conversion import to_binary
+from cloudevents.http import CloudEvent, from_http
+from cloudevents.kafka import KafkaMessage, from_binary
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from localstack.dispatcher import DispatcherConfig, TriggerConfig, kafka_record
+from localstack.infra import Infra
+from localstack.process import Child, start_child, wait_until
+
+pytestmark = pytest.mark.integration
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+class Subscriber:
+    """An HTTP subscriber on 127.0.0.1 that records each delivery and answers through `respond`."""
+
+    def __init__(self, respond: Callable[[CloudEvent, int], Answer]) -> None:
+        self.deliveries: list[CloudEvent] = []
+        self.lock = threading.Lock()
+        subscriber = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                event = from_http(dict(self.headers), body)
+                with subscriber.lock:
+                    subscriber.deliveries.append(event)
+                    attempt = sum(1 for e in subscriber.deliveries if e["id"] == event["id"])
+                status, headers, answer = respond(event, attempt)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def ids(self) -> list[str]:
+        with self.lock:
+            return [e["id"] for e in self.deliveries]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Rig:
+    """A broker topic, a dead-letter topic and one dispatcher process for one Trigger."""
+
+    def __init__(self, infra: Infra, tmp: Path, subscriber: Subscriber, **trigger: object) -> None:
+        self.infra = infra
+        suffix = uuid.uuid4().hex[:8]
+        self.topic, self.dead_letters = f"test-broker-{suffix}", f"test-dlq-{suffix}"
+        admin = AdminClient({"bootstrap.servers": infra.kafka_bootstrap})
+        for future in admin.create_topics([NewTopic(self.topic, 4, 1), NewTopic(self.dead_letters, 1, 1)]).values():
+            future.result(timeout=30)
+        settings: dict[str, object] = {
+            "name": f"t-{suffix}", "group": f"knative-trigger-test-{suffix}", "filter": {"type": "test.event"},
+            "url": subscriber.url, "retry": 3, "backoff_policy": "exponential", "backoff_delay": 0.02,
+            "timeout": 10.0, "dead_letter_topic": self.dead_letters, "ordered": True,
+        }
+        settings.update(trigger)
+        self.ready = tmp / f"ready-{suffix}"
+        self.config_file = tmp / f"dispatcher-{suffix}.json"
+        self.log = tmp / f"dispatcher-{suffix}.log"
+        DispatcherConfig(
+            bootstrap=infra.kafka_bootstrap, topic=self.topic, ready_file=str(self.ready),
+            triggers=(TriggerConfig(**settings),),  # type: ignore[arg-type]
+        ).dump(self.config_file)
+        self.process: Child | None = None
+        self.producer = Producer({"bootstrap.servers": infra.kafka_bootstrap, "enable.idempotence": True})
+
+    def start(self) -> None:
+        self.ready.unlink(missing_ok=True)
+        self.process = start_child("dispatcher", [sys.executable, "-m", "localstack.dispatcher",
+                                                  str(self.config_file)], self.log)
+        wait_until(self.ready.exists, timeout=60, what="test dispatcher", alive=self.process)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def send(self, event: CloudEvent) -> None:
+        record = kafka_record(event, self.topic)
+        self.producer.produce(record.topic, value=record.value, key=record.key, headers=list(record.headers.items()))
+        self.producer.flush(10)
+
+    def read(self, topic: str, *, at_least: int, settle: float = 1.0, timeout: float = 30.0) -> list[CloudEvent]:
+        """Committed events of `topic`; waits for `at_least`, then `settle` more seconds for extras."""
+        consumer = Consumer({
+            "bootstrap.servers": self.infra.kafka_bootstrap, "group.id": f"reader-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+        })
+        consumer.subscribe([topic])
+        events: list[CloudEvent] = []
+        deadline, quiet_until = time.monotonic() + timeout, None
+        try:
+            while time.monotonic() < deadline:
+                message = consumer.poll(0.1)
+                if message is not None and message.error() is None:
+                    headers = {k: v for k, v in message.headers() or []}
+                    events.append(from_binary(KafkaMessage(headers=headers, key=message.key(), value=message.value())))
+                if len(events) >= at_least:
+                    quiet_until = quiet_until or time.monotonic() + settle
+                    if time.monotonic() >= quiet_until:
+                        break
+        finally:
+            consumer.close()
+        return events
+
+
+def make_event(key: str = "k", **extensions: str) -> CloudEvent:
+    return CloudEvent({"type": "test.event", "source": "/test", "id": str(uuid.uuid4()), "partitionkey": key,
+                       "datacontenttype": "application/json", **extensions}, {"n": 1})
+
+
+@pytest.fixture
+def rigs(infra: Infra, tmp_path: Path) -> Iterator[list[Rig]]:
+    started: list[Rig] = []
+    yield started
+    for rig in started:
+        rig.stop()
+
+
+def rig_for(rigs: list[Rig], infra: Infra, tmp: Path, subscriber: Subscriber, **trigger: object) -> Rig:
+    rig = Rig(infra, tmp, subscriber, **trigger)
+    rigs.append(rig)
+    rig.start()
+    return rig
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    wait_until(condition, timeout=timeout, what="the expected deliveries", interval=0.05)
+
+
+def test_failing_subscriber_is_retried_until_it_succeeds(infra: Infra, tmp_path: Path, rigs: list[Rig]) -> None:
+    subscriber = Subscriber(lambda event, attempt: (503 if attempt <= 2 else 202, {}, b""))
+    rig = rig_for(rigs, infra, tmp_path, subscriber)
+    event = make_event()
+    rig.send(event)
+    wait_for(lambda: subscriber.ids().count(event["id"]) >= 3)
+    assert rig.read(rig.dead_letters, at_least=0, settle=1.0) == []
+    assert subscriber.ids().count(event["id"]) == 3
+    subscriber.close()
+
+
+def test_exhausted_retries_end_in_the_dead_letter_topic(infra: Infra, tmp_path: Path, rigs: list[Rig]) -> None:
+    subscriber = Subscriber(lambda event, attempt: (500, {}, b"boom"))
+    rig = rig_for(rigs, infra, tmp_path, subscriber, retry=2)
+    event = make_event()
+    rig.send(event)
+    [parked] = rig.read(rig.dead_letters, at_least=1)
+    assert parked["id"] == event["id"]
+    assert parked["knativeerrorcode"] == "500"
+    assert base64.b64decode(parked["knativeerrordata"]) == b"boom"
+    assert parked["knativeerrordest"] == subscriber.url
+    assert subscriber.ids().count(event["id"]) == 3, "retry 2 = three attempts in all"
+    subscriber.close()
+
+
+def test_client_error_goes_to_dead_letter_without_retry(infra: Infra, tmp_path: Path, rigs: list[Rig]) -> None:
+    subscriber = Subscriber(lambda event, attempt: (400, {}, b"bad"))
+    rig = rig_for(rigs, infra, tmp_path, subscriber)
+    event = make_event()
+    rig.send(event)
+    [parked] = rig.read(rig.dead_letters, at_least=1)
+    assert parked["knativeerrorcode"] == "400"
+    assert subscriber.ids().count(event["id"]) == 1
+
+
+def test_non_cloudevent_body_is_a_failed_delivery(infra: Infra, tmp_path: Path, rigs: list[Rig]) -> None:
+    subscriber = Subscriber(lambda event, attempt: (200, {"Content-Type": "text/plain"}, b"OK"))
+    rig = rig_for(rigs, infra, tmp_path, subscriber, retry=0)
+    rig.send(make_event())
+    [parked] = rig.read(rig.dead_letters, at_least=1)
+    assert parked["knativeerrorcode"] == "200"
+
+
+def reply_to(event: CloudEvent) -> Answer:
+    reply = CloudEvent({"type": "test.reply", "source": "/subscriber", "id": f"reply-{event['id']}",
+                        "partitionkey": event["partitionkey"]}, {"answers": event["id"]})
+    headers, body = to_binary(reply)
+    return 200, dict(headers), body
+
+
+def test_reply_is_written_to_the_broker_topic_once(infra: Infra, tmp_path: Path, rigs: list[Rig]) -> None:
+    subscriber = Subscriber(lambda event, attempt: reply_to(event))
+    rig = rig_for(rigs, infra, tmp_path, subscriber)
+    event = make_event()
+    rig.send(event)
+    replies = [e for e in rig.read(rig.topic, at_least=2) if e["type"] == "test.reply"]
+    assert [r["id"] for r in replies] == [f"reply-{event['id']}"]
+    assert replies[0].get_data() == {"answers": event["id"]}
+
+
+def test_ordered_trigger_keeps_partition_order(infra: Infra, tmp_path: Path, rigs: list[Rig]) -> None:
+    def slow(event: CloudEvent, attempt: int) -> Answer:
+        time.sleep(random.uniform(0, 0.01))
+        return 202, {}, b""
+
+    subscriber = Subscriber(slow)
+    rig = rig_for(rigs, infra, tmp_path, subscriber)
+    sent = [make_event(key="one-saga") for _ in range(50)]
+    for event in sent:
+        rig.send(event)
+    wait_for(lambda: len(subscriber.ids()) >= 50)
+    assert subscriber.ids() == [e["id"] for e in sent]
+
+
+def test_filter_delivers_only_matching_events(infra: Infra, tmp_path: Path, rigs: list[Rig]) -> None:
+    subscriber = Subscriber(lambda event, attempt: (202, {}, b""))
+    rig = rig_for(rigs, infra, tmp_path, subscriber, filter={"type": "test.event", "sagatype": "Wanted"})
+    wanted, other = make_event(sagatype="Wanted"), make_event(sagatype="Other")
+    rig.send(other)
+    rig.send(wanted)
+    wait_for(lambda: wanted["id"] in subscriber.ids())
+    assert other["id"] not in subscriber.ids()
+
+
+def test_killed_dispatcher_never_loses_nor_duplicates_a_reply(infra: Infra, tmp_path: Path, rigs: list[Rig]) -> None:
+    def slow_reply(event: CloudEvent, attempt: int) -> Answer:
+        time.sleep(0.02)
+        return reply_to(event)
+
+    subscriber = Subscriber(slow_reply)
+    rig = rig_for(rigs, infra, tmp_path, subscriber)
+    sent = [make_event(key=f"saga-{i % 4}") for i in range(60)]
+    for event in sent:
+        rig.send(event)
+    wait_for(lambda: len(subscriber.ids()) >= 10)
+    assert rig.process is not None
+    rig.process.kill()  # SIGKILL mid-stream: no chance to commit anything
+    rig.start()
+    wait_for(lambda: {e["id"] for e in sent} <= set(subscriber.ids()), timeout=60)
+    replies = Counter(e["id"] for e in rig.read(rig.topic, at_least=120) if e["type"] == "test.reply")
+    assert set(replies) == {f"reply-{e['id']}" for e in sent}, "every event got its reply"
+    assert max(replies.values()) == 1, f"replies written twice: {[k for k, n in replies.items() if n > 1]}"
