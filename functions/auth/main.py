@@ -13,7 +13,7 @@ from functions.auth import keys, schema, service
 from functions.platform.config import settings
 from functions.platform.database import engine
 from functions.platform.events import publish_after_commit, relay_for, sweep_target
-from functions.platform.problems import json_api, json_response
+from functions.platform.problems import Unauthorized, json_api, json_response
 from functions.platform.routing import Router
 
 
@@ -56,7 +56,10 @@ def _login(request: Request) -> Any:
 def _refresh(request: Request) -> Any:
     body = RefreshRequest.model_validate(request.get_json(force=True))
     with _db().begin() as tx:
-        return json_response(service.refresh(tx, body.refresh_token))
+        tokens = service.refresh(tx, body.refresh_token)
+    if tokens is None:
+        raise Unauthorized("this refresh token was already used or revoked")
+    return json_response(tokens)
 
 
 def _jwks(request: Request) -> Any:

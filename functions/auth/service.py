@@ -58,8 +58,9 @@ def login(tx: sa.Connection, username: str, password: str) -> dict[str, Any]:
     return _issue(tx, user, family_id=str(uuid.uuid4()))
 
 
-def refresh(tx: sa.Connection, token: str) -> dict[str, Any]:
-    """Single use: the token is spent here; presenting a spent one revokes its whole family."""
+def refresh(tx: sa.Connection, token: str) -> dict[str, Any] | None:
+    """Single use: the token is spent here. Presenting a spent one revokes its whole family and
+    returns None; the caller commits that revocation before refusing the request."""
     claims = _verifier().verify(token, token_use="refresh")
     spent = tx.execute(
         sa.update(refresh_tokens)
@@ -78,7 +79,7 @@ def refresh(tx: sa.Connection, token: str) -> dict[str, Any]:
                 .where(refresh_tokens.c.family_id == family, refresh_tokens.c.revoked_at.is_(None))
                 .values(revoked_at=sa.func.now())
             )
-        raise Unauthorized("this refresh token was already used or revoked")
+        return None
     user = tx.execute(sa.select(users).where(users.c.user_id == spent.user_id)).one()
     return _issue(tx, user, family_id=spent.family_id)
 
