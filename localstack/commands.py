@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -23,7 +22,9 @@ def dev(idle_seconds: float, keep_warm: bool, port_offset: int, ping_every: floa
     """Start Kafka, PostgreSQL and every function: the whole local stack."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     stop = threading.Event()
+    # Explicit handlers: a shell that starts us in the background may have set SIGINT to "ignore".
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     repo = repo_root()
     with dev_infra(repo) as infra, Stack(
         repo, repo / ".local" / "dev", infra, port_offset=port_offset, idle_seconds=idle_seconds,
@@ -41,6 +42,5 @@ def dev(idle_seconds: float, keep_warm: bool, port_offset: int, ping_every: floa
             f"-d '{{\"username\":\"lisa\",\"password\":\"{password}\"}}'\n"
             f"\nLogs: {repo / '.local' / 'dev' / 'logs'}   Ctrl-C stops everything.\n"
         )
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+        stop.wait()
         click.echo("stopping...")

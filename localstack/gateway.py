@@ -76,7 +76,8 @@ class Gateway:
         self.ingress_path = ingress_path
         self.producer = Producer({
             "bootstrap.servers": kafka_bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 1,
-            "log_level": 3,
+            # Failures reach each request through its delivery report; the client's own log stays quiet.
+            "log_level": 2,
         })
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="gateway", daemon=True)

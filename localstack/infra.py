@@ -7,7 +7,6 @@ left running on exit, since this run did not start it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -106,7 +105,7 @@ def infra_up() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     with dev_infra(repo_root()) as infra:
         click.echo(f"PostgreSQL: {infra.database_url}\nKafka:      {infra.kafka_bootstrap}\nCtrl-C stops them.")
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+        stop.wait()

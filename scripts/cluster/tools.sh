@@ -39,7 +39,7 @@ if ! "${KUBECTL}" version --client 2>/dev/null | grep -q "Client Version: ${KUBE
   install -m 0755 "${tmp}/kubectl" "${KUBECTL}"
 fi
 
-if ! "${ISTIOCTL}" version --remote=false 2>/dev/null | grep -qx "client version: ${ISTIO_VERSION}"; then
+if ! "${ISTIOCTL}" version --remote=false 2>/dev/null | grep -qF "${ISTIO_VERSION}"; then
   log "install istioctl ${ISTIO_VERSION}"
   name="istioctl-${ISTIO_VERSION}-${os}-${arch}.tar.gz"
   base="https://github.com/istio/istio/releases/download/${ISTIO_VERSION}/${name}"

@@ -1,0 +1,25 @@
+# One image for every function: Knative Services pick the function with FUNCTION_SOURCE and
+# FUNCTION_TARGET (knative/*.yaml) and set PORT. Also carries the `saga` CLI (the db-init Job).
+# Built by `make images`; the base image is pinned to an exact Python release.
+
+FROM python:3.11.14-slim AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY pyproject.toml README.md ./
+COPY saga ./saga
+COPY functions ./functions
+# Runtime dependencies only (pinned in pyproject.toml): not the [stack] extra (Kafka client, local
+# dispatcher), which a function never needs: functions talk HTTP to the broker.
+RUN /opt/venv/bin/pip install .
+
+FROM python:3.11.14-slim
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PORT=8080
+RUN useradd --uid 10001 --no-log-init --no-create-home --shell /usr/sbin/nologin saga
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+# functions-framework loads the target from a source file path (FUNCTION_SOURCE, relative to /app).
+COPY functions ./functions
+USER 10001
+EXPOSE 8080
+CMD ["sh", "-c", "exec functions-framework --source \"$FUNCTION_SOURCE\" --target \"$FUNCTION_TARGET\" --host 0.0.0.0 --port \"$PORT\""]
