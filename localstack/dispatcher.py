@@ -153,7 +153,12 @@ class TriggerWorker(threading.Thread):
             producer.init_transactions(30)
             consumer.subscribe([self.config.topic], on_assign=lambda c, partitions: self.assigned.set())
             while not self.stop.is_set():
-                messages = [m for m in consumer.consume(BATCH, timeout=0.1) if m.error() is None]
+                # consume(n, timeout) waits for n messages or the timeout: wait for one, then take
+                # whatever else is already there, so an event never waits for a batch to fill.
+                first = consumer.poll(0.1)
+                if first is None:
+                    continue
+                messages = [m for m in [first, *consumer.consume(BATCH - 1, timeout=0)] if m.error() is None]
                 if messages:
                     self._dispatch_batch(consumer, producer, messages)
         finally:
