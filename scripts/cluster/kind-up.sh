@@ -29,7 +29,8 @@ fi
 # 2. The cluster (kind-config.yaml: node image pinned by digest, ingress ports, containerd certs.d).
 if ! "${KIND}" get clusters 2>/dev/null | grep -qx "${CLUSTER_NAME}"; then
   log "create kind cluster ${CLUSTER_NAME}"
-  "${KIND}" create cluster --name "${CLUSTER_NAME}" --config "${ROOT}/kind-config.yaml" --wait 180s
+  "${KIND}" create cluster --name "${CLUSTER_NAME}" --config "${ROOT}/kind-config.yaml" \
+    --image "${KIND_NODE_IMAGE}" --wait 180s
 fi
 
 # 3. Wire the registry into every node: localhost:5001 inside a node means the registry container.

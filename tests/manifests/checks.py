@@ -76,7 +76,7 @@ def core_schema_errors(doc: Mapping[str, Any]) -> list[str]:
 
 def is_core(doc: Mapping[str, Any]) -> bool:
     group = doc["apiVersion"].rpartition("/")[0]
-    return group in ("", "apps", "batch") or group.endswith(".k8s.io") and "kustomize" not in group
+    return group in ("", "apps", "batch") or (group.endswith(".k8s.io") and "kustomize" not in group)
 
 
 @functools.cache
