@@ -8,7 +8,8 @@ import os
 import click
 import sqlalchemy as sa
 
-# Each module has `metadata` (its own PostgreSQL schema) and may have `seed_dev(conn)`.
+# Each module has `metadata` (its own PostgreSQL schema) and may have `seed_catalogue(conn)` (reference
+# data any installation gets when asked) and `seed_dev(conn)` (the dev stack's demo users and accounts).
 SERVICE_SCHEMAS = (
     "functions.order.schema",
     "functions.goods.schema",
@@ -17,8 +18,9 @@ SERVICE_SCHEMAS = (
 )
 
 
-def init_databases(database_url: str, *, seed_dev: bool) -> None:
-    """Create schemas and tables that are missing (idempotent); with seed_dev, the dev demo data."""
+def init_databases(database_url: str, *, seed_dev: bool, seed_catalogue: bool = False) -> None:
+    """Create schemas and tables that are missing (idempotent); with seed_dev, the dev demo data
+    (which includes the catalogue); with seed_catalogue, the catalogue only."""
     from functions.platform.database import engine
 
     db = engine(database_url)
@@ -30,6 +32,8 @@ def init_databases(database_url: str, *, seed_dev: bool) -> None:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242)"))
             conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{metadata.schema}"'))
             metadata.create_all(conn)
+            if (seed_dev or seed_catalogue) and hasattr(module, "seed_catalogue"):
+                module.seed_catalogue(conn)
             if seed_dev and hasattr(module, "seed_dev"):
                 module.seed_dev(conn)
 
@@ -37,9 +41,10 @@ def init_databases(database_url: str, *, seed_dev: bool) -> None:
 @click.command("db-init")
 @click.option("--database-url", default=lambda: os.environ.get("DATABASE_URL", ""), show_default="$DATABASE_URL")
 @click.option("--seed-dev", is_flag=True, help="Also load the dev stack's demo data and users (never in a cluster).")
-def db_init(database_url: str, seed_dev: bool) -> None:
+@click.option("--seed-catalogue", is_flag=True, help="Also load the goods catalogue (no users).")
+def db_init(database_url: str, seed_dev: bool, seed_catalogue: bool) -> None:
     """Create every service's schema and tables."""
     if not database_url:
         raise click.UsageError("no database: pass --database-url or set DATABASE_URL")
-    init_databases(database_url, seed_dev=seed_dev)
+    init_databases(database_url, seed_dev=seed_dev, seed_catalogue=seed_catalogue)
     click.echo("schemas ready: " + ", ".join(SERVICE_SCHEMAS))

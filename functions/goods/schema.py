@@ -45,6 +45,6 @@ DEMO_GOODS = (
 )
 
 
-def seed_dev(conn: sa.Connection) -> None:
-    """The contract's demo catalogue; an item that already exists is left as it is."""
+def seed_catalogue(conn: sa.Connection) -> None:
+    """The contract's demo catalogue (local stack and cluster alike); an existing item is left as it is."""
     conn.execute(insert(goods).values(list(DEMO_GOODS)).on_conflict_do_nothing())

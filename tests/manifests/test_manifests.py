@@ -195,7 +195,8 @@ def test_images_are_pinned_and_the_deployed_function_image_by_digest(tmp_path: P
                                        "images": [{"name": VERSIONS["FUNCTION_IMAGE"], "digest": digest}]}))
     deployed = checks.images(checks.kustomize(tmp_path))
     ours = [i for i in deployed if i.startswith(VERSIONS["FUNCTION_IMAGE"])]
-    assert len(ours) == 13 and all(i == f"{VERSIONS['FUNCTION_IMAGE']}@{digest}" for i in ours)
+    assert len(ours) == 12 and all(  # 11 functions + the db-init Job
+        i == f"{VERSIONS['FUNCTION_IMAGE']}@{digest}" for i in ours)
     problems = [p for image in deployed for p in checks.image_rules(image, digest_required=image in ours)]
     assert not problems
 
@@ -235,7 +236,7 @@ def test_kafka_and_database_wiring_is_consistent(overlay: list[dict[str, Any]]) 
         assert pod["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
     job = named(overlay, "Job", "saga-db-init")["spec"]["template"]
     assert job["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
-    assert job["spec"]["initContainers"][0]["command"] == ["saga", "db-init"]
+    assert job["spec"]["containers"][0]["command"] == ["saga", "db-init", "--seed-catalogue"]
     assert "--seed-dev" not in yaml.safe_dump(job)  # never the dev stack's users in a cluster
     namespace = named(overlay, "Namespace", "knative-saga")["metadata"]["labels"]
     assert namespace["istio-injection"] == "enabled"
