@@ -43,7 +43,6 @@ class Function:
     last_used: float = field(default_factory=time.monotonic)
     inflight: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    starts: int = 0
 
     @property
     def running(self) -> bool:
@@ -56,7 +55,6 @@ class Function:
             if self.running:
                 return
             self.process = start_child(self.name, self.argv, self.log_file, env=self.env, cwd=self.cwd)
-            self.starts += 1
             deadline = time.monotonic() + START_TIMEOUT
             while not port_open(self.private_port):
                 if not self.process.alive() or time.monotonic() > deadline:

@@ -3,7 +3,6 @@ own pid (SIGTERM, then SIGKILL after a bounded wait), never by name; readiness w
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -67,16 +66,6 @@ def wait_until(
             raise RuntimeError(f"{what}: process {alive.name} (pid {alive.pid}) exited with {alive.popen.returncode}")
         time.sleep(interval)
     raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
