@@ -178,7 +178,8 @@ def test_secret_rules_fail_on_literal_secrets() -> None:
     url["value"] = "postgresql://saga:s3cret@db:5432/saga"
     assert len(checks.secret_rules(service)) == 2
     assert checks.secret_rules({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}})
-    assert checks.literal_secret_rules("key: |\n  -----BEGIN RSA PRIVATE KEY-----\n", "x")
+    pem_header = "-----BEGIN RSA " + "PRIVATE KEY-----"  # split so no tracked file looks like it holds a key
+    assert checks.literal_secret_rules(f"key: |\n  {pem_header}\n", "x")
     assert not checks.literal_secret_rules('url="postgresql://saga:${password}@host/saga"', "x")
 
 
