@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.client import Api, Customer, order_body
+from tests.e2e.conftest import GATEWAY
 
 pytestmark = pytest.mark.e2e
 
@@ -21,6 +22,11 @@ pytestmark = pytest.mark.e2e
 @pytest.mark.parametrize("token", [None, "not-a-jwt", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."])
 def test_missing_or_bad_token_is_401_problem(api: Api, service: str, method: str, path: str, token: str | None) -> None:
     response = api.call(service, method, path, token=token, json={} if method == "POST" else None)
+    if GATEWAY:
+        # Through Istio the gateway refuses first, in Envoy's words: 401 for a bad token, 403 for none
+        # (README, "Contract changes"). The function's own problem+json answer is checked locally.
+        assert response.status_code in (401, 403)
+        return
     assert response.status_code == 401
     assert response.headers["Content-Type"].startswith("application/problem+json")
     assert response.headers.get("WWW-Authenticate", "").startswith("Bearer")
