@@ -19,8 +19,8 @@ from cloudevents.exceptions import GenericException as CloudEventError
 from cloudevents.http import CloudEvent, from_http
 from confluent_kafka import Producer
 
-from localstack.dispatcher import kafka_record
 from localstack.process import Child, port_open, start_child
+from saga.eventing.records import kafka_record
 
 log = logging.getLogger(__name__)
 

@@ -7,17 +7,17 @@ field) stops the stack at start-up, so a Trigger that would not route in a clust
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from saga.eventing import topology
+from saga.eventing.topology import DELIVERY_ORDER
+
 LOCAL_PORT = "knative-saga.dev/local-port"
-DELIVERY_ORDER = "kafka.eventing.knative.dev/delivery.order"
 _DELIVERY_FIELDS = {"retry", "backoffPolicy", "backoffDelay", "timeout", "deadLetterSink"}
-_ISO_SECONDS = re.compile(r"^PT(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?$")
 
 
 class ManifestError(ValueError):
@@ -62,8 +62,7 @@ class TriggerSpec:
 
     @property
     def consumer_group(self) -> str:
-        # Named from the Trigger's namespace and name, as eventing-kafka-broker does since 1.10.
-        return f"knative-trigger-{self.namespace}-{self.name}"
+        return topology.consumer_group(self.namespace, self.name)
 
 
 @dataclass(frozen=True)
@@ -90,11 +89,10 @@ class Manifests:
 
 
 def seconds(duration: str) -> float:
-    """An ISO-8601 duration of minutes/seconds (`PT0.2S`, `PT1M`) in seconds."""
-    match = _ISO_SECONDS.match(duration)
-    if not match or duration == "PT":
-        raise ManifestError(f"unsupported duration {duration!r}")
-    return float(match.group(1) or 0) * 60 + float(match.group(2) or 0)
+    try:
+        return topology.seconds(duration)
+    except topology.TopologyError as exc:
+        raise ManifestError(str(exc)) from exc
 
 
 def _documents(directory: Path) -> tuple[str, list[dict[str, Any]]]:
@@ -147,7 +145,7 @@ def load(directory: Path) -> Manifests:
     return Manifests(
         namespace=namespace,
         broker=broker["metadata"]["name"],
-        broker_topic=f"knative-broker-{broker['metadata']['namespace']}-{broker['metadata']['name']}",
+        broker_topic=topology.broker_topic(broker["metadata"]["namespace"], broker["metadata"]["name"]),
         partitions=int(config.get("default.topic.partitions", 10)),
         dead_letter_topics={s["topic"]: int(s.get("numPartitions", 1)) for s in sinks.values()},
         services=services,

@@ -14,17 +14,18 @@ from types import TracebackType
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from localstack.dispatcher import DispatcherConfig, TriggerConfig
 from localstack.gateway import Function, Gateway
 from localstack.infra import Infra
 from localstack.manifests import ManifestError, Manifests, ServiceSpec, load
 from localstack.process import Child, start_child, wait_until
+from saga.eventing.topology import Topology, Trigger
 
 log = logging.getLogger(__name__)
 
 INGRESS_PORT = 8090
 FIRST_INTERNAL_PORT = 8100  # Services without a contract port
 FIRST_PRIVATE_PORT = 9100  # where the function processes themselves listen
+TOPOLOGY_FILE = "topology.json"  # the broker's routing, for the dispatcher and `saga replay`
 PUBLIC_NAMES = {"order-api": "order", "goods-api": "goods", "account-api": "account", "auth-api": "auth"}
 _CLUSTER_URL = re.compile(r"http://([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local")
 
@@ -162,16 +163,14 @@ class Stack:
 
         return _CLUSTER_URL.sub(local, value)
 
-    def _start_dispatcher(self) -> None:
-        config_file = self.root / "dispatcher.json"
-        ready = self.root / "dispatcher.ready"
-        ready.unlink(missing_ok=True)
-        DispatcherConfig(
+    @property
+    def topology(self) -> Topology:
+        """The broker's routing with subscribers resolved to this stack's ports (what `saga replay` reads)."""
+        return Topology(
             bootstrap=self.infra.kafka_bootstrap,
             topic=self.manifests.broker_topic,
-            ready_file=str(ready),
             triggers=tuple(
-                TriggerConfig(
+                Trigger(
                     name=t.name, group=t.consumer_group, filter=t.filter, url=self.url(t.subscriber),
                     retry=t.delivery.retry, backoff_policy=t.delivery.backoff_policy,
                     backoff_delay=t.delivery.backoff_delay, timeout=t.delivery.timeout,
@@ -179,9 +178,16 @@ class Stack:
                 )
                 for t in self.manifests.triggers
             ),
-        ).dump(config_file)
+            dead_letter_topics=tuple(sorted(self.manifests.dead_letter_topics)),
+        )
+
+    def _start_dispatcher(self) -> None:
+        topology_file = self.root / TOPOLOGY_FILE
+        ready = self.root / "dispatcher.ready"
+        ready.unlink(missing_ok=True)
+        self.topology.dump(topology_file)
         self.dispatcher = start_child(
-            "dispatcher", [sys.executable, "-m", "localstack.dispatcher", str(config_file)],
+            "dispatcher", [sys.executable, "-m", "localstack.dispatcher", str(topology_file), str(ready)],
             self.root / "logs" / "dispatcher.log", cwd=self.repo,
         )
         wait_until(ready.exists, timeout=90, what="the dispatcher's consumer groups", alive=self.dispatcher)

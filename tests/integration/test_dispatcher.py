@@ -21,9 +21,10 @@ from cloudevents.kafka import KafkaMessage, from_binary
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from localstack.dispatcher import DispatcherConfig, TriggerConfig, kafka_record
 from localstack.infra import Infra
 from localstack.process import Child, start_child, wait_until
+from saga.eventing.records import kafka_record
+from saga.eventing.topology import Topology, Trigger
 
 pytestmark = pytest.mark.integration
 
@@ -88,9 +89,9 @@ class Rig:
         self.ready = tmp / f"ready-{suffix}"
         self.config_file = tmp / f"dispatcher-{suffix}.json"
         self.log = tmp / f"dispatcher-{suffix}.log"
-        DispatcherConfig(
-            bootstrap=infra.kafka_bootstrap, topic=self.topic, ready_file=str(self.ready),
-            triggers=(TriggerConfig(**settings),),  # type: ignore[arg-type]
+        Topology(
+            bootstrap=infra.kafka_bootstrap, topic=self.topic,
+            triggers=(Trigger(**settings),),  # type: ignore[arg-type]
         ).dump(self.config_file)
         self.process: Child | None = None
         self.producer = Producer({"bootstrap.servers": infra.kafka_bootstrap, "enable.idempotence": True})
@@ -98,7 +99,7 @@ class Rig:
     def start(self) -> None:
         self.ready.unlink(missing_ok=True)
         self.process = start_child("dispatcher", [sys.executable, "-m", "localstack.dispatcher",
-                                                  str(self.config_file)], self.log)
+                                                  str(self.config_file), str(self.ready)], self.log)
         wait_until(self.ready.exists, timeout=60, what="test dispatcher", alive=self.process)
 
     def stop(self) -> None:
