@@ -132,6 +132,19 @@ class Gateway:
         if self._session is not None:
             await self._session.close()
 
+    def redeploy(self, name: str, argv: list[str]) -> None:
+        """A new revision of one function: the running process stops, the next request starts `argv`."""
+        asyncio.run_coroutine_threadsafe(self._redeploy(self.functions[name], argv), self.loop).result(timeout=60)
+
+    async def _redeploy(self, function: Function, argv: list[str]) -> None:
+        async with function.lock:
+            process, function.process = function.process, None
+            function.argv = argv
+            if process is not None:
+                await asyncio.get_running_loop().run_in_executor(None, process.stop)
+        if self.keep_warm:
+            await function.ensure_running()
+
     # --- activator ---
     def _proxy_to(self, function: Function):  # type: ignore[no-untyped-def]
         async def proxy(request: web.Request) -> web.StreamResponse:

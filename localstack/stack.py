@@ -43,7 +43,9 @@ def ping_interval(schedule: str) -> float:
 
 class Stack:
     def __init__(self, repo: Path, root: Path, infra: Infra, *, port_offset: int = 0, idle_seconds: float = 60.0,
-                 keep_warm: bool = False, ping_every: float | None = None) -> None:
+                 keep_warm: bool = False, ping_every: float | None = None, kafka_suffix: str = "") -> None:
+        """`kafka_suffix` names a throwaway stack's topics and consumer groups apart from others on the
+        same Kafka (tests run several), and makes the stack delete its topics when it stops."""
         self.repo = repo
         self.root = root
         self.infra = infra
@@ -51,6 +53,7 @@ class Stack:
         self.idle_seconds = idle_seconds
         self.keep_warm = keep_warm
         self.ping_every = ping_every
+        self.kafka_suffix = kafka_suffix
         self.manifests: Manifests = load(repo / "knative")
         self.ports = self._assign_ports()
         self.ingress_url = (
@@ -106,7 +109,7 @@ class Stack:
         }
         self.gateway = Gateway(
             functions, idle_seconds=self.idle_seconds, keep_warm=self.keep_warm,
-            kafka_bootstrap=self.infra.kafka_bootstrap, broker_topic=self.manifests.broker_topic,
+            kafka_bootstrap=self.infra.kafka_bootstrap, broker_topic=self.topology.topic,
             ingress_port=INGRESS_PORT + self.port_offset,
             ingress_path=f"/{self.manifests.namespace}/{self.manifests.broker}",
         )
@@ -121,7 +124,8 @@ class Stack:
 
     def _create_topics(self) -> None:
         admin = AdminClient({"bootstrap.servers": self.infra.kafka_bootstrap, "log_level": 3})
-        wanted = {self.manifests.broker_topic: self.manifests.partitions, **self.manifests.dead_letter_topics}
+        wanted = {self.topology.topic: self.manifests.partitions}
+        wanted.update({t + self.kafka_suffix: n for t, n in self.manifests.dead_letter_topics.items()})
         existing = admin.list_topics(timeout=20).topics
         missing = [NewTopic(t, p, 1) for t, p in wanted.items() if t not in existing]
         for topic, future in (admin.create_topics(missing) if missing else {}).items():
@@ -166,23 +170,39 @@ class Stack:
     @property
     def topology(self) -> Topology:
         """The broker's routing with subscribers resolved to this stack's ports (what `saga replay` reads)."""
+        suffix = self.kafka_suffix
         return Topology(
             bootstrap=self.infra.kafka_bootstrap,
-            topic=self.manifests.broker_topic,
+            topic=self.manifests.broker_topic + suffix,
             triggers=tuple(
                 Trigger(
-                    name=t.name, group=t.consumer_group, filter=t.filter, url=self.url(t.subscriber),
+                    name=t.name, group=t.consumer_group + suffix, filter=t.filter, url=self.url(t.subscriber),
                     retry=t.delivery.retry, backoff_policy=t.delivery.backoff_policy,
                     backoff_delay=t.delivery.backoff_delay, timeout=t.delivery.timeout,
-                    dead_letter_topic=t.delivery.dead_letter_topic, ordered=t.ordered,
+                    dead_letter_topic=t.delivery.dead_letter_topic and t.delivery.dead_letter_topic + suffix,
+                    ordered=t.ordered,
                 )
                 for t in self.manifests.triggers
             ),
-            dead_letter_topics=tuple(sorted(self.manifests.dead_letter_topics)),
+            dead_letter_topics=tuple(sorted(t + suffix for t in self.manifests.dead_letter_topics)),
         )
 
+    @property
+    def topology_file(self) -> Path:
+        return self.root / TOPOLOGY_FILE
+
+    def redeploy(self, service: str, source: str | None = None, target: str | None = None) -> None:
+        """Roll `service` to other code (FUNCTION_SOURCE/FUNCTION_TARGET), or back to the manifests' with
+        no arguments: a new revision, as `kubectl apply` of a changed Service would make."""
+        spec = self.manifests.services[service]
+        assert self.gateway is not None
+        argv = list(self.gateway.functions[service].argv)
+        argv[argv.index("--source") + 1] = source or spec.env_value("FUNCTION_SOURCE") or ""
+        argv[argv.index("--target") + 1] = target or spec.env_value("FUNCTION_TARGET") or ""
+        self.gateway.redeploy(service, argv)
+
     def _start_dispatcher(self) -> None:
-        topology_file = self.root / TOPOLOGY_FILE
+        topology_file = self.topology_file
         ready = self.root / "dispatcher.ready"
         ready.unlink(missing_ok=True)
         self.topology.dump(topology_file)
@@ -212,3 +232,14 @@ class Stack:
             self.dispatcher.stop()
         if self.gateway is not None:
             self.gateway.stop()
+        if self.kafka_suffix:
+            self._delete_topics()
+
+    def _delete_topics(self) -> None:
+        admin = AdminClient({"bootstrap.servers": self.infra.kafka_bootstrap, "log_level": 3})
+        topics = [self.topology.topic, *self.topology.dead_letter_topics]
+        for topic, future in admin.delete_topics(topics, operation_timeout=30).items():
+            try:
+                future.result(timeout=60)
+            except Exception as exc:
+                log.warning("could not delete topic %s: %s", topic, exc)
