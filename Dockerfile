@@ -1,5 +1,5 @@
 # One image for every function: Knative Services pick the function with FUNCTION_SOURCE and
-# FUNCTION_TARGET (knative/*.yaml) and set PORT. Also carries the `saga` CLI (the db-init Job).
+# FUNCTION_TARGET (knative/*.yaml) and set PORT. Also carries the `saga` CLI (the db-init and replay Jobs).
 # Built by `make images`; the base image is pinned to an exact Python release.
 
 FROM python:3.11.14-slim AS build
@@ -9,9 +9,10 @@ RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY saga ./saga
 COPY functions ./functions
-# Runtime dependencies only (pinned in pyproject.toml): not the [stack] extra (Kafka client, local
-# dispatcher), which a function never needs: functions talk HTTP to the broker.
-RUN /opt/venv/bin/pip install .
+# Runtime dependencies (pinned in pyproject.toml) and the [replay] extra, the Kafka client the replay
+# Job uses (`saga replay`; functions never import it: they talk HTTP to the broker). Not the [stack]
+# extra: the local Knative stand-in has no place in a cluster.
+RUN /opt/venv/bin/pip install ".[replay]"
 
 FROM python:3.11.14-slim
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PORT=8080

@@ -9,7 +9,7 @@ BIN ?= .venv/bin
 PYTEST_ARGS ?=
 CLUSTER := scripts/cluster
 
-.PHONY: kind-up images deploy e2e-kind kind-down manifests-check
+.PHONY: kind-up images deploy e2e-kind replay kind-down manifests-check
 
 kind-up: ## create the kind cluster and local registry, install Istio + Knative + Kafka broker (pinned)
 	$(CLUSTER)/kind-up.sh
@@ -22,6 +22,9 @@ deploy: images ## create Secrets, apply deploy/kind (knative/ + platform + istio
 
 e2e-kind: ## end-to-end tests through the Istio ingress gateway (http://127.0.0.1, Host $(INGRESS_HOST))
 	$(CLUSTER)/e2e.sh $(PYTEST_ARGS)
+
+replay: ## saga replay as a Job in the cluster: TRIGGER=name FROM=earliest|RFC3339|offset, or DEAD_LETTERS=1
+	$(CLUSTER)/replay.sh
 
 kind-down: ## delete the kind cluster and the local registry
 	$(CLUSTER)/kind-down.sh

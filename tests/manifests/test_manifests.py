@@ -243,6 +243,60 @@ def test_kafka_and_database_wiring_is_consistent(overlay: list[dict[str, Any]]) 
     assert namespace["istio-injection"] == "enabled"
 
 
+def replay_job_problems(job_docs: Docs, overlay: Docs) -> list[str]:
+    """The replay Job runs `saga replay` with an account that can read the routing and change nothing."""
+    problems = [p for doc in job_docs for p in checks.validate(doc)]
+    job = next(d for d in job_docs if d["kind"] == "Job")
+    pod = job["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    account = pod["spec"].get("serviceAccountName")
+    if container.get("command") != ["saga", "replay"]:
+        problems.append(f"the Job must run `saga replay`, runs {container.get('command')}")
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    broker = by_kind(overlay, "Broker")[0]["metadata"]
+    if env.get("SAGA_REPLAY_BROKER") != f"{broker['namespace']}/{broker['name']}":
+        problems.append(f"SAGA_REPLAY_BROKER {env.get('SAGA_REPLAY_BROKER')} is not the Broker")
+    bootstrap = named(overlay, "ConfigMap", "saga-kafka-broker-config")["data"]["bootstrap.servers"]
+    if env.get("KAFKA_BOOTSTRAP_SERVERS") != bootstrap:
+        problems.append("KAFKA_BOOTSTRAP_SERVERS differs from the broker's bootstrap.servers")
+    if pod["metadata"].get("annotations", {}).get("sidecar.istio.io/inject") != "false":
+        problems.append("the Job must run outside the mesh, like the Kafka dispatcher (no sidecar)")
+    if job["spec"].get("backoffLimit") != 0:
+        problems.append("a failed replay must not be retried behind the operator's back")
+    bindings = [b for b in by_kind(overlay, "RoleBinding")
+                if {"kind": "ServiceAccount", "name": account, "namespace": "knative-saga"} in b["subjects"]]
+    roles = [named(overlay, "Role", b["roleRef"]["name"]) for b in bindings]
+    if not any(d["metadata"]["name"] == account for d in by_kind(overlay, "ServiceAccount")) or not roles:
+        problems.append(f"service account {account} or its RoleBinding is not deployed")
+    granted = {(g, r, v) for role in roles for rule in role["rules"] for g in rule["apiGroups"]
+               for r in rule["resources"] for v in rule["verbs"]}
+    wanted = {("eventing.knative.dev", r, v) for r in ("brokers", "triggers", "kafkasinks") for v in ("get", "list")}
+    if granted != wanted:
+        problems.append(f"the replay account must read exactly the routing: {sorted(granted ^ wanted)}")
+    return problems
+
+
+def test_replay_job_renders_validates_and_only_reads_the_routing(overlay: Docs) -> None:
+    job_docs = checks.kustomize(REPO / "knative" / "replay" / "job")
+    assert [d["kind"] for d in job_docs] == ["Job"]
+    problems = replay_job_problems(job_docs, overlay)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("break_it", ["verbs", "sidecar", "command"])
+def test_replay_job_rules_fail_on_a_bad_job(overlay: Docs, break_it: str) -> None:
+    job_docs = checks.kustomize(REPO / "knative" / "replay" / "job")
+    broken = copy.deepcopy(overlay)
+    pod = job_docs[0]["spec"]["template"]
+    if break_it == "verbs":
+        named(broken, "Role", "saga-replay")["rules"][0]["verbs"].append("update")
+    elif break_it == "sidecar":
+        pod["metadata"]["annotations"]["sidecar.istio.io/inject"] = "true"
+    else:
+        pod["spec"]["containers"][0]["command"] = ["saga", "db-init"]
+    assert replay_job_problems(job_docs, broken)
+
+
 # --- Istio ---------------------------------------------------------------------------------------------
 
 def test_namespace_is_strict_mtls(overlay: list[dict[str, Any]]) -> None:
@@ -396,7 +450,7 @@ def test_dockerfile_is_pinned_non_root_and_lints_clean() -> None:
     bases = re.findall(r"^FROM (\S+)", dockerfile, re.M)
     assert bases and all(re.fullmatch(r"python:3\.11\.\d+-slim(@sha256:[0-9a-f]{64})?", b) for b in bases), bases
     assert re.search(r"^USER (?!root|0\b)\S+", dockerfile, re.M)
-    assert re.search(r"^RUN \S*pip install \.$", dockerfile, re.M)  # no extras: not [stack]
+    assert re.search(r'^RUN \S*pip install "\.\[replay\]"$', dockerfile, re.M)  # never [stack]
     assert all(s in dockerfile for s in ('--source \\"$FUNCTION_SOURCE\\"', '--target \\"$FUNCTION_TARGET\\"',
                                          "--host 0.0.0.0", '--port \\"$PORT\\"'))
     ignored = (REPO / ".dockerignore").read_text().split()
@@ -443,6 +497,7 @@ MAKE_TARGETS = {
     "images": ["scripts/cluster/images.sh"],
     "deploy": ["scripts/cluster/images.sh", "scripts/cluster/deploy.sh"],
     "e2e-kind": ["scripts/cluster/e2e.sh"],
+    "replay": ["scripts/cluster/replay.sh"],
     "kind-down": ["scripts/cluster/kind-down.sh"],
     "manifests-check": [".venv/bin/pytest tests/manifests"],
 }
