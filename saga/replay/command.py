@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ def replay(trigger_names: tuple[str, ...], all_triggers: bool, start: Start | No
     """Re-deliver the broker's events to Triggers, redrive dead letters, or trace one saga.
 
     \b
-      saga replay --trigger order-saga-replies --from earliest --wait
+      saga replay --trigger order-saga --from earliest --wait
       saga replay --all-triggers --from 2026-11-25T10:00:00Z --dry-run
       saga replay --dead-letters [--trigger goods-reserve]
       saga replay --saga ORDER_ID --to http://127.0.0.1:9999/
@@ -65,24 +65,28 @@ def replay(trigger_names: tuple[str, ...], all_triggers: bool, start: Start | No
         raise click.UsageError("choose one: --trigger/--all-triggers (history), --dead-letters, or --saga")
     if trigger_names and all_triggers:
         raise click.UsageError("--trigger and --all-triggers exclude each other")
-    topology = _topology(topology_file, broker, bootstrap)
+    if history and start is None:
+        raise click.UsageError("--from is required: earliest, an RFC 3339 time, or an offset")
+    if saga_id is not None and sink_url is None and not dry_run:
+        raise click.UsageError("--saga needs --to URL (or --dry-run to list the events)")
+    try:
+        topology = _topology(topology_file, broker, bootstrap)
+        triggers = _triggers(topology, trigger_names, dead_letters)
+    except TopologyError as exc:
+        raise click.ClickException(str(exc)) from exc
     replayer = Replayer(topology, discard_replies=discard_replies)
     try:
         if saga_id is not None:
-            if sink_url is None and not dry_run:
-                raise click.UsageError("--saga needs --to URL (or --dry-run to list the events)")
             _emit(as_json, _trace(replayer, saga_id, sink_url, dry_run))
             return
-        triggers = _triggers(topology, trigger_names, dead_letters)
         began = time.monotonic()
         if dead_letters:
-            with _bar(as_json, None, "redriving dead letters") as step:
-                tallies = replayer.redrive(triggers, start, dry_run=dry_run, progress=step)
+            tallies = replayer.redrive(triggers, start, dry_run=dry_run)
         else:
-            if start is None:
-                raise click.UsageError("--from is required: earliest, an RFC 3339 time, or an offset")
-            with _bar(as_json, 0, "re-delivering") as step:
-                tallies = replayer.replay(triggers, start, dry_run=dry_run, progress=step)
+            assert start is not None
+            with _bar(as_json, "re-delivering") as bar:
+                tallies = replayer.replay(triggers, start, dry_run=dry_run, progress=bar.update,
+                                          on_plan=lambda records: setattr(bar, "length", records))
         report = _report("dead-letters" if dead_letters else "replay", start, dry_run, tallies)
         report["seconds"] = round(time.monotonic() - began, 3)
         if wait and not dry_run:
@@ -90,7 +94,7 @@ def replay(trigger_names: tuple[str, ...], all_triggers: bool, start: Start | No
         _emit(as_json, report)
         if not dry_run and report["total"]["dead_lettered"]:
             sys.exit(REPARKED_EXIT)
-    except (TopologyError, LookupError, TimeoutError, RuntimeError) as exc:
+    except (LookupError, TimeoutError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         replayer.close()
@@ -153,15 +157,21 @@ def _wait(topology: Topology, replayer: Replayer, timeout: float, quiet: bool) -
     return round(time.monotonic() - began, 3)
 
 
+class _NoBar:
+    length = 0
+
+    def update(self, steps: int) -> None:
+        pass
+
+
 @contextmanager
-def _bar(quiet: bool, length: int | None, label: str) -> Iterator[Callable[[int], None]]:
-    """A progress bar on a terminal; nothing otherwise (or with --json)."""
+def _bar(quiet: bool, label: str) -> Iterator[Any]:
+    """A progress bar on a terminal (its length set once known); nothing otherwise, or with --json."""
     if quiet or not sys.stderr.isatty():
-        yield lambda _: None
+        yield _NoBar()
         return
-    bar: Any
-    with click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True) as bar:
-        yield bar.update
+    with click.progressbar(length=1, label=label, file=sys.stderr, show_pos=True) as bar:
+        yield bar
 
 
 def _emit(as_json: bool, report: dict[str, Any]) -> None:

@@ -6,17 +6,15 @@ from __future__ import annotations
 import base64
 import random
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from cloudevents.conversion import to_binary
-from cloudevents.http import CloudEvent, from_http
+from cloudevents.http import CloudEvent
 from cloudevents.kafka import KafkaMessage, from_binary
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -25,50 +23,9 @@ from localstack.infra import Infra
 from localstack.process import Child, start_child, wait_until
 from saga.eventing.records import kafka_record
 from saga.eventing.topology import Topology, Trigger
+from tests.integration.subscriber import Answer, Subscriber
 
 pytestmark = pytest.mark.integration
-
-Answer = tuple[int, dict[str, str], bytes]
-
-
-class Subscriber:
-    """An HTTP subscriber on 127.0.0.1 that records each delivery and answers through `respond`."""
-
-    def __init__(self, respond: Callable[[CloudEvent, int], Answer]) -> None:
-        self.deliveries: list[CloudEvent] = []
-        self.lock = threading.Lock()
-        subscriber = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                event = from_http(dict(self.headers), body)
-                with subscriber.lock:
-                    subscriber.deliveries.append(event)
-                    attempt = sum(1 for e in subscriber.deliveries if e["id"] == event["id"])
-                status, headers, answer = respond(event, attempt)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def ids(self) -> list[str]:
-        with self.lock:
-            return [e["id"] for e in self.deliveries]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
 
 class Rig:
     """A broker topic, a dead-letter topic and one dispatcher process for one Trigger."""
