@@ -125,11 +125,15 @@ def _trace(replayer: Replayer, saga_id: str, sink_url: str | None, dry_run: bool
     if not found:
         raise click.ClickException(f"no event of saga {saga_id} in {replayer.topology.topic}")
     statuses = replayer.send([e for _, e in found], sink_url) if sink_url and not dry_run else [None] * len(found)
-    return {"mode": "saga", "saga": saga_id, "to": sink_url, "dry_run": dry_run, "events": [
-        {"partition": m.partition(), "offset": m.offset(), "id": e["id"], "type": e["type"],
-         "step": e.get("sagastep"), "reply": e.get("replytype"), "status": status}
-        for (m, e), status in zip(found, statuses, strict=True)
-    ]}
+    seen: set[tuple[str, str]] = set()
+    events = []
+    for (message, event), status in zip(found, statuses, strict=True):
+        key = (event["source"], event["id"])
+        events.append({"partition": message.partition(), "offset": message.offset(), "id": event["id"],
+                       "type": event["type"], "step": event.get("sagastep"), "reply": event.get("replytype"),
+                       "duplicate": key in seen, "status": status})
+        seen.add(key)
+    return {"mode": "saga", "saga": saga_id, "to": sink_url, "dry_run": dry_run, "events": events}
 
 
 def _report(mode: str, start: Start | None, dry_run: bool, tallies: dict[str, Tally]) -> dict[str, Any]:
@@ -181,10 +185,21 @@ def _emit(as_json: bool, report: dict[str, Any]) -> None:
     if report["mode"] == "saga":
         for event in report["events"]:
             status = "" if event["status"] is None else f"  -> {event['status']}"
-            click.echo(f"{event['partition']}:{event['offset']}  {event['type']}  {event['reply'] or ''}{status}")
+            again = "  (duplicate: same source and id as above)" if event["duplicate"] else ""
+            where = f"{event['partition']}:{event['offset']}"
+            click.echo(f"{where}  {event['type']}  {event['reply'] or ''}{status}{again}")
         return
-    verb = "would re-deliver" if report["dry_run"] else "re-delivered"
-    click.echo(f"{report['mode']} from {report['from'] or 'the last redrive'}: {verb} {report['total']['matched']}")
+    total = report["total"]
+    if report["mode"] == "dead-letters":
+        where = f"from {report['from']}" if report["from"] else "since the last redrive"
+        if report["dry_run"]:
+            click.echo(f"dead letters {where}: {total['matched']} would be redriven")
+        else:
+            click.echo(f"dead letters {where}: redriven {total['matched']}, succeeded {total['delivered']}, "
+                       f"parked again {total['dead_lettered']}")
+    else:
+        verb = "would re-deliver" if report["dry_run"] else "re-delivered"
+        click.echo(f"replay from {report['from']}: {verb} {total['matched']} event(s)")
     click.echo(f"{'trigger':<28}{'matched':>8}{'ok':>8}{'replies':>8}{'parked':>8}  first .. last")
     for name, row in report["triggers"].items():
         click.echo(f"{name:<28}{row['matched']:>8}{row['delivered']:>8}{row['replies']:>8}{row['dead_lettered']:>8}"
