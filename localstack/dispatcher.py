@@ -121,8 +121,9 @@ class TriggerWorker(threading.Thread):
         outcome = self.deliverer.deliver(event)
         if outcome.reply is not None:
             return [kafka_record(outcome.reply, self.config.topic)]
-        if outcome.dead_letter is not None and self.trigger.dead_letter_topic is not None:
-            return [kafka_record(outcome.dead_letter, self.trigger.dead_letter_topic)]
+        dead_letter_topic = self.trigger.delivery.dead_letter_topic
+        if outcome.dead_letter is not None and dead_letter_topic is not None:
+            return [kafka_record(outcome.dead_letter, dead_letter_topic)]
         return []  # delivered without a reply, or failed with no dead-letter sink (Knative drops it too)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from saga.eventing import topology
-from saga.eventing.topology import DELIVERY_ORDER
+from saga.eventing.topology import DELIVERY_ORDER, Delivery
 
 LOCAL_PORT = "knative-saga.dev/local-port"
 _DELIVERY_FIELDS = {"retry", "backoffPolicy", "backoffDelay", "timeout", "deadLetterSink"}
@@ -40,15 +40,6 @@ class ServiceSpec:
 
     def env_value(self, name: str) -> str | None:
         return next((e.value for e in self.env if e.name == name), None)
-
-
-@dataclass(frozen=True)
-class Delivery:
-    retry: int = 0
-    backoff_policy: str = "exponential"
-    backoff_delay: float = 1.0
-    timeout: float = 600.0
-    dead_letter_topic: str | None = None
 
 
 @dataclass(frozen=True)
@@ -174,27 +165,16 @@ def _service(document: dict[str, Any]) -> ServiceSpec:
 
 
 def _delivery(spec: dict[str, Any], sinks: dict[str, Any], default: Delivery, owner: str) -> Delivery:
+    """The shared reading (`saga.eventing.topology.delivery_of`), refusing what it would silently ignore."""
     unknown = set(spec) - _DELIVERY_FIELDS
     if unknown:
         raise ManifestError(f"{owner}: delivery fields not supported locally: {sorted(unknown)}")
-    if not spec:
-        return default
-    dead_letter = default.dead_letter_topic
-    if "deadLetterSink" in spec:
-        ref = spec["deadLetterSink"].get("ref", {})
-        if ref.get("kind") != "KafkaSink" or ref.get("name") not in sinks:
-            raise ManifestError(f"{owner}: the dead-letter sink must be a KafkaSink of this project")
-        dead_letter = sinks[ref["name"]]["topic"]
-    policy = spec.get("backoffPolicy", default.backoff_policy)
-    if policy not in ("linear", "exponential"):
-        raise ManifestError(f"{owner}: backoffPolicy {policy!r}")
-    return Delivery(
-        retry=int(spec.get("retry", default.retry)),
-        backoff_policy=policy,
-        backoff_delay=seconds(spec["backoffDelay"]) if "backoffDelay" in spec else default.backoff_delay,
-        timeout=seconds(spec["timeout"]) if "timeout" in spec else default.timeout,
-        dead_letter_topic=dead_letter,
-    )
+    if spec.get("backoffPolicy", default.backoff_policy) not in ("linear", "exponential"):
+        raise ManifestError(f"{owner}: backoffPolicy {spec['backoffPolicy']!r}")
+    try:
+        return topology.delivery_of(spec, {name: sink["topic"] for name, sink in sinks.items()}, default)
+    except topology.TopologyError as exc:
+        raise ManifestError(f"{owner}: {exc}") from exc
 
 
 def _trigger(

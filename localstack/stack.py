@@ -9,6 +9,7 @@ import re
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
@@ -177,9 +178,8 @@ class Stack:
             triggers=tuple(
                 Trigger(
                     name=t.name, group=t.consumer_group + suffix, filter=t.filter, url=self.url(t.subscriber),
-                    retry=t.delivery.retry, backoff_policy=t.delivery.backoff_policy,
-                    backoff_delay=t.delivery.backoff_delay, timeout=t.delivery.timeout,
-                    dead_letter_topic=t.delivery.dead_letter_topic and t.delivery.dead_letter_topic + suffix,
+                    delivery=replace(t.delivery, dead_letter_topic=t.delivery.dead_letter_topic
+                                     and t.delivery.dead_letter_topic + suffix),
                     ordered=t.ordered,
                 )
                 for t in self.manifests.triggers

@@ -35,9 +35,10 @@ def matches(event: CloudEvent, wanted: dict[str, str]) -> bool:
 
 def backoff(trigger: Trigger, attempt: int) -> float:
     """Delay before retry `attempt` (1-based): linear delay x n, exponential delay x 2^n."""
-    if trigger.backoff_policy == "linear":
-        return trigger.backoff_delay * attempt
-    return trigger.backoff_delay * (2**attempt)
+    delivery = trigger.delivery
+    if delivery.backoff_policy == "linear":
+        return delivery.backoff_delay * attempt
+    return delivery.backoff_delay * (2**attempt)
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,12 @@ class Deliverer:
         headers, body = to_binary(event)
         headers = {**headers, "Prefer": "reply"}
         code, answer = 0, b""
-        for attempt in range(trigger.retry + 1):
+        for attempt in range(trigger.delivery.retry + 1):
             if attempt:
                 self.sleep(backoff(trigger, attempt))
             try:
-                response = self.client.post(trigger.url, headers=headers, content=body, timeout=trigger.timeout)
+                response = self.client.post(trigger.url, headers=headers, content=body,
+                                            timeout=trigger.delivery.timeout)
             except httpx.HTTPError as exc:
                 code, answer = 0, str(exc).encode()
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -43,16 +44,40 @@ def broker_topic(namespace: str, broker: str) -> str:
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """A Trigger's `spec.delivery` (over its Broker's), with Knative's defaults."""
+
+    retry: int = 0
+    backoff_policy: str = "exponential"
+    backoff_delay: float = 1.0
+    timeout: float = 600.0
+    dead_letter_topic: str | None = None  # the KafkaSink's topic
+
+
+def delivery_of(spec: Mapping[str, Any], sink_topics: Mapping[str, str], default: Delivery) -> Delivery:
+    """`spec.delivery` read over `default` (a Broker's, for its Triggers); `sink_topics`: KafkaSink -> topic."""
+    dead_letter = default.dead_letter_topic
+    if "deadLetterSink" in spec:
+        ref = spec["deadLetterSink"].get("ref", {})
+        if ref.get("kind") != "KafkaSink" or ref.get("name") not in sink_topics:
+            raise TopologyError(f"dead-letter sink {ref.get('name')!r} is not a KafkaSink of this broker")
+        dead_letter = sink_topics[ref["name"]]
+    return Delivery(
+        retry=int(spec.get("retry", default.retry)),
+        backoff_policy=spec.get("backoffPolicy", default.backoff_policy),
+        backoff_delay=seconds(spec["backoffDelay"]) if "backoffDelay" in spec else default.backoff_delay,
+        timeout=seconds(spec["timeout"]) if "timeout" in spec else default.timeout,
+        dead_letter_topic=dead_letter,
+    )
+
+
+@dataclass(frozen=True)
 class Trigger:
     name: str
     group: str
     filter: dict[str, str]
     url: str
-    retry: int = 0
-    backoff_policy: str = "exponential"
-    backoff_delay: float = 1.0
-    timeout: float = 600.0
-    dead_letter_topic: str | None = None
+    delivery: Delivery = Delivery()
     ordered: bool = False
 
 
@@ -74,7 +99,7 @@ class Topology:
             raise TopologyError(f"{path} does not exist: is the local stack running (`make dev`)?") from exc
         return cls(
             bootstrap=raw["bootstrap"], topic=raw["topic"],
-            triggers=tuple(Trigger(**t) for t in raw["triggers"]),
+            triggers=tuple(Trigger(**{**t, "delivery": Delivery(**t["delivery"])}) for t in raw["triggers"]),
             dead_letter_topics=tuple(raw.get("dead_letter_topics", ())),
         )
 
@@ -97,7 +122,7 @@ def from_kubernetes(namespace: str, broker: str, bootstrap: str, api: Any | None
     broker_doc = client.get(f"{base}/brokers/{broker}").raise_for_status().json()
     sinks = client.get(f"/apis/eventing.knative.dev/v1alpha1/namespaces/{namespace}/kafkasinks")
     sink_topics = {s["metadata"]["name"]: s["spec"]["topic"] for s in sinks.raise_for_status().json()["items"]}
-    broker_delivery = broker_doc["spec"].get("delivery", {})
+    broker_delivery = delivery_of(broker_doc["spec"].get("delivery", {}), sink_topics, Delivery())
     triggers = []
     for doc in client.get(f"{base}/triggers").raise_for_status().json()["items"]:
         if doc["spec"].get("broker") != broker:
@@ -105,18 +130,12 @@ def from_kubernetes(namespace: str, broker: str, bootstrap: str, api: Any | None
         url = doc.get("status", {}).get("subscriberUri")
         if not url:
             raise TopologyError(f"Trigger {doc['metadata']['name']} has no resolved subscriber (is it Ready?)")
-        delivery = {**broker_delivery, **doc["spec"].get("delivery", {})}
-        sink = delivery.get("deadLetterSink", {}).get("ref", {})
         triggers.append(Trigger(
             name=doc["metadata"]["name"],
             group=consumer_group(namespace, doc["metadata"]["name"]),
             filter={k: str(v) for k, v in doc["spec"].get("filter", {}).get("attributes", {}).items()},
             url=url,
-            retry=int(delivery.get("retry", 0)),
-            backoff_policy=delivery.get("backoffPolicy", "exponential"),
-            backoff_delay=seconds(delivery["backoffDelay"]) if "backoffDelay" in delivery else 1.0,
-            timeout=seconds(delivery["timeout"]) if "timeout" in delivery else 600.0,
-            dead_letter_topic=sink_topics.get(sink.get("name", "")) if sink.get("kind") == "KafkaSink" else None,
+            delivery=delivery_of(doc["spec"].get("delivery", {}), sink_topics, broker_delivery),
             ordered=doc["metadata"].get("annotations", {}).get(DELIVERY_ORDER) == "ordered",
         ))
     return Topology(bootstrap=bootstrap, topic=broker_topic(namespace, broker), triggers=tuple(triggers),

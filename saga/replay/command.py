@@ -116,7 +116,7 @@ def _triggers(topology: Topology, names: tuple[str, ...], dead_letters: bool) ->
     if names:
         return [topology.trigger(name) for name in names]
     if dead_letters:
-        return [t for t in topology.triggers if t.dead_letter_topic]
+        return [t for t in topology.triggers if t.delivery.dead_letter_topic]
     return list(topology.triggers)
 
 

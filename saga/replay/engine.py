@@ -34,7 +34,7 @@ from confluent_kafka.admin import AdminClient
 
 from saga.eventing.dispatch import Deliverer, matches, without_error_extensions
 from saga.eventing.records import event_of, kafka_record
-from saga.eventing.topology import Topology, Trigger
+from saga.eventing.topology import Delivery, Topology, Trigger
 from saga.replay.positions import Range, Start, partitions, ranges
 
 log = logging.getLogger(__name__)
@@ -248,8 +248,8 @@ class Replayer:
         outcome = deliverer.deliver(event)
         if outcome.reply is not None and not self.discard_replies:
             self.kafka.write(outcome.reply, self.topology.topic)
-        if outcome.dead_letter is not None and trigger.dead_letter_topic is not None:
-            self.kafka.write(outcome.dead_letter, trigger.dead_letter_topic)
+        if outcome.dead_letter is not None and trigger.delivery.dead_letter_topic is not None:
+            self.kafka.write(outcome.dead_letter, trigger.delivery.dead_letter_topic)
         with self._lock:
             tally.delivered += outcome.delivered
             tally.replies += outcome.reply is not None
@@ -267,9 +267,9 @@ class Replayer:
         """
         tallies = {t.name: Tally() for t in triggers}
         for trigger in triggers:
-            if trigger.dead_letter_topic is None:
+            topic, group = trigger.delivery.dead_letter_topic, f"{trigger.group}-redrive"
+            if topic is None:
                 continue
-            topic, group = trigger.dead_letter_topic, f"{trigger.group}-redrive"
             deliverer = Deliverer(trigger, self.client)
             with self._reader(group) as consumer:
                 spans = ranges(consumer, topic, start or Start(earliest=True))
@@ -294,7 +294,7 @@ class Replayer:
         if destination is not None and any(t.url == destination for t in self.topology.triggers):
             return bool(destination == trigger.url)
         # Parked by another deployment of the stack (other ports): the one Trigger whose filter takes it.
-        takers = [t for t in self.topology.triggers if t.dead_letter_topic and matches(parked, t.filter)]
+        takers = [t for t in self.topology.triggers if t.delivery.dead_letter_topic and matches(parked, t.filter)]
         return takers == [trigger]
 
     # --- one saga ---
@@ -312,7 +312,8 @@ class Replayer:
 
     def send(self, events: Sequence[CloudEvent], url: str) -> list[int]:
         """POST each event, in order, to `url` (binary mode, no retries); the statuses."""
-        sink = Deliverer(Trigger(name="saga-events", group="", filter={}, url=url, timeout=30.0), self.client)
+        target = Trigger(name="saga-events", group="", filter={}, url=url, delivery=Delivery(timeout=30.0))
+        sink = Deliverer(target, self.client)
         return [sink.deliver(event).status for event in events]
 
     # --- helpers ---

@@ -4,7 +4,6 @@ on a fresh database per run so the books can be checked exactly."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -12,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from localstack.infra import Infra, repo_root
+from tests.databases import throwaway_database
 from tests.e2e.client import ADMIN_PASSWORD, DEMO_PASSWORD, SERVICES, Api, Customer
 from tests.e2e.invariants import unbalanced_books
 
@@ -20,15 +20,8 @@ GATEWAY = os.environ.get("SAGA_E2E_BASE_URL")
 
 @pytest.fixture(scope="session")
 def e2e_database(infra: Infra) -> Iterator[str]:
-    name = f"saga_e2e_{uuid.uuid4().hex[:8]}"
-    server = sa.make_url(infra.database_url)
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield server.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with throwaway_database(infra.database_url, "saga_e2e") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +28,7 @@ from functions.order.schema import metadata as order_tables
 from localstack.infra import Infra, repo_root
 from saga.eventing.topology import Topology
 from saga.replay.engine import ConsumedWatch, Kafka, Replayer
+from tests.databases import throwaway_database
 from tests.e2e.client import Api, Customer, order_body
 from tests.e2e.conftest import GATEWAY
 from tests.e2e.invariants import unbalanced_books
@@ -60,25 +60,17 @@ class Rig:
 def rig(infra: Infra) -> Iterator[Rig]:
     from localstack.stack import Stack
 
-    name = f"saga_replay_{uuid.uuid4().hex[:8]}"
-    server = sa.make_url(infra.database_url)
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name).render_as_string(hide_password=False)
     repo = repo_root()
-    db = sa.create_engine(url)
-    try:
-        with Stack(repo, repo / ".local" / "test" / "replay", replace(infra, database_url=url), port_offset=20000,
-                   idle_seconds=300, kafka_suffix=f".{name}") as stack:
-            api = Api(stack.public_urls)
-            yield Rig(api, db, stack.topology_file, stack)
-            api.close()
-    finally:
-        db.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_database(infra.database_url, "saga_replay") as url:
+        db = sa.create_engine(url)
+        try:
+            with Stack(repo, repo / ".local" / "test" / "replay", replace(infra, database_url=url),
+                       port_offset=20000, idle_seconds=300, kafka_suffix=f".{sa.make_url(url).database}") as stack:
+                api = Api(stack.public_urls)
+                yield Rig(api, db, stack.topology_file, stack)
+                api.close()
+        finally:
+            db.dispose()
 
 
 def saga_replay(rig: Rig, *args: str, expect: int = 0) -> dict[str, Any]:

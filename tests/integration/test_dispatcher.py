@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from localstack.infra import Infra
 from localstack.process import Child, start_child, wait_until
 from saga.eventing.records import kafka_record
-from saga.eventing.topology import Topology, Trigger
+from saga.eventing.topology import Delivery, Topology, Trigger
 from tests.integration.subscriber import Answer, Subscriber
 
 pytestmark = pytest.mark.integration
@@ -39,10 +39,12 @@ class Rig:
             future.result(timeout=30)
         settings: dict[str, object] = {
             "name": f"t-{suffix}", "group": f"knative-trigger-test-{suffix}", "filter": {"type": "test.event"},
-            "url": subscriber.url, "retry": 3, "backoff_policy": "exponential", "backoff_delay": 0.02,
-            "timeout": 10.0, "dead_letter_topic": self.dead_letters, "ordered": True,
+            "url": subscriber.url, "ordered": True,
         }
-        settings.update(trigger)
+        delivery = {"retry": 3, "backoff_policy": "exponential", "backoff_delay": 0.02, "timeout": 10.0,
+                    "dead_letter_topic": self.dead_letters}
+        delivery.update({k: trigger.pop(k) for k in list(trigger) if k in delivery})
+        settings.update(trigger, delivery=Delivery(**delivery))  # type: ignore[arg-type]
         self.ready = tmp / f"ready-{suffix}"
         self.config_file = tmp / f"dispatcher-{suffix}.json"
         self.log = tmp / f"dispatcher-{suffix}.log"

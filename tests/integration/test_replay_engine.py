@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from localstack.infra import Infra
 from saga.eventing.records import event_of, kafka_record
-from saga.eventing.topology import Topology, Trigger
+from saga.eventing.topology import Delivery, Topology, Trigger
 from saga.replay.engine import ConsumedWatch, Replayer
 from saga.replay.positions import Start
 from tests.integration.subscriber import Answer, Subscriber
@@ -63,13 +63,11 @@ class Topics:
         consumer.close()
         return found
 
-    def topology(self, url: str, **trigger: object) -> Topology:
-        settings: dict[str, object] = {"name": "t", "group": f"group-{self.broker}", "filter": {"type": "test.event"},
-                                       "url": url, "retry": 1, "backoff_delay": 0.01, "timeout": 10.0,
-                                       "dead_letter_topic": self.dead_letters, "ordered": True}
-        settings.update(trigger)
-        return Topology(self.infra.kafka_bootstrap, self.broker, (Trigger(**settings),),  # type: ignore[arg-type]
-                        (self.dead_letters,))
+    def topology(self, url: str) -> Topology:
+        delivery = Delivery(retry=1, backoff_delay=0.01, timeout=10.0, dead_letter_topic=self.dead_letters)
+        chosen = Trigger(name="t", group=f"group-{self.broker}", filter={"type": "test.event"}, url=url,
+                         delivery=delivery, ordered=True)
+        return Topology(self.infra.kafka_bootstrap, self.broker, (chosen,), (self.dead_letters,))
 
     def delete(self) -> None:
         for future in self.admin.delete_topics([self.broker, self.dead_letters]).values():
