@@ -28,8 +28,8 @@ dev: venv ## start Kafka, PostgreSQL and every function: the whole local stack (
 	$(BIN)/saga dev $(ARGS)
 
 lint: venv ## ruff and mypy
-	$(BIN)/ruff check saga functions localstack tests
-	$(BIN)/mypy saga functions localstack
+	$(BIN)/ruff check saga functions localstack bench tests
+	$(BIN)/mypy saga functions localstack bench
 
 unit: venv ## unit tests only (no infrastructure)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

@@ -82,6 +82,8 @@ class PostgresServer:
             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data}",
             # Every function process keeps a small pool; the dispatcher and tests add more.
             "-c", "max_connections=300", "-c", "shared_buffers=256MB",
+            # Statement counts and times for `make bench` (docs/performance.md); negligible overhead.
+            "-c", "shared_preload_libraries=pg_stat_statements",
         ]
         self._child = start_child("postgres", argv, self.data.parent / "postgres.log", user=user)
         wait_until(self._accepting, timeout=timeout, what=f"PostgreSQL on 127.0.0.1:{self.port}", alive=self._child)

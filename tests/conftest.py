@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
+from localstack.databases import throwaway_database
 from localstack.infra import Infra, repo_root, test_infra
-from tests.databases import throwaway_database
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,10 @@ from dataclasses import replace
 import pytest
 import sqlalchemy as sa
 
+from localstack.databases import throwaway_database
 from localstack.infra import Infra, repo_root
-from tests.databases import throwaway_database
+from localstack.invariants import unbalanced_books
 from tests.e2e.client import ADMIN_PASSWORD, DEMO_PASSWORD, SERVICES, Api, Customer
-from tests.e2e.invariants import unbalanced_books
 
 GATEWAY = os.environ.get("SAGA_E2E_BASE_URL")
 

@@ -25,13 +25,13 @@ import sqlalchemy as sa
 from functions.account.schema import metadata as account_tables
 from functions.goods.schema import metadata as goods_tables
 from functions.order.schema import metadata as order_tables
+from localstack.databases import throwaway_database
 from localstack.infra import Infra, repo_root
+from localstack.invariants import unbalanced_books
 from saga.eventing.topology import Topology
 from saga.replay.engine import ConsumedWatch, Kafka, Replayer
-from tests.databases import throwaway_database
 from tests.e2e.client import Api, Customer, order_body
 from tests.e2e.conftest import GATEWAY
-from tests.e2e.invariants import unbalanced_books
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(bool(GATEWAY), reason="replays the local stack's Kafka")]
 

@@ -1,16 +1,22 @@
-"""The books must balance after every run: checked straight in the services' tables."""
+"""The books must balance after every run (tests, benchmark): checked straight in the services' tables."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import sqlalchemy as sa
 
 from functions.account.schema import accounts, credit_reservations
-from functions.goods.schema import goods, reservations
+from functions.goods.schema import DEMO_GOODS, goods, reservations
 from functions.order.schema import orders, outbox, saga_instances
 
+DEMO_STOCK: dict[int, int] = {int(str(item["id"])): int(str(item["stock"])) for item in DEMO_GOODS}
 
-def unbalanced_books(db: sa.Engine) -> dict[str, list[object]]:
-    """Every violated invariant with its offending rows; empty when the books balance."""
+
+def unbalanced_books(db: sa.Engine, initial_stock: Mapping[int, int] = DEMO_STOCK) -> dict[str, list[object]]:
+    """Every violated invariant with its offending rows; empty when the books balance.
+    `initial_stock`: the items to check, with the stock each started with."""
+    initial = sa.case(*((goods.c.id == item, stock) for item, stock in initial_stock.items()))
     reserved_goods = (
         sa.select(reservations.c.goods_id, sa.func.sum(reservations.c.quantity).label("held"))
         .where(reservations.c.state == "RESERVED")
@@ -25,14 +31,13 @@ def unbalanced_books(db: sa.Engine) -> dict[str, list[object]]:
     )
     with db.connect() as tx:
         found: dict[str, list[object]] = {
-            # Demo goods start at the seeded stock; stock + reserved must still add up to it.
+            # Every item starts at its seeded stock; stock + reserved must still add up to it.
             "goods stock + reserved != initial": list(
                 tx.execute(
                     sa.select(goods.c.id, goods.c.stock, reserved_goods.c.held)
                     .outerjoin(reserved_goods, reserved_goods.c.goods_id == goods.c.id)
-                    .where(goods.c.id.in_([1, 2]))
-                    .where(goods.c.stock + sa.func.coalesce(reserved_goods.c.held, 0) != sa.case(
-                        (goods.c.id == 1, 100), else_=200))
+                    .where(goods.c.id.in_(list(initial_stock)))
+                    .where(goods.c.stock + sa.func.coalesce(reserved_goods.c.held, 0) != initial)
                 ).all()
             ),
             "credit limit != available + reserved": list(

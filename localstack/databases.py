@@ -1,4 +1,4 @@
-"""A database of its own for a test run, created on the test PostgreSQL and dropped afterwards."""
+"""A database of its own for a test or benchmark run, created on a PostgreSQL server and dropped afterwards."""
 
 from __future__ import annotations
 
