@@ -43,7 +43,7 @@ from localstack.stack import Stack
 
 log = logging.getLogger("bench")
 
-PORT_OFFSET = 30000  # apart from `make dev` (0) and the end-to-end tests (10000)
+PORT_OFFSET = 5000  # apart from `make dev` (0) and the end-to-end tests (10000), below the ephemeral ports (32768+)
 ADMIN = ("admin", "admin-password-dev")  # the local stack's admin (CONTRACT.md): may order for any customer
 BENCH_GOODS = range(1000, 1050)  # plenty of stock, so stock never runs out by accident
 SOLD_OUT = 1050

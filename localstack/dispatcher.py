@@ -5,9 +5,10 @@ Per Trigger: a consumer group on the broker topic, the Trigger's exact-attribute
 as Knative's dispatcher does it (`saga.eventing.dispatch`). Ordered Triggers deliver one event at
 a time per partition; partitions proceed in parallel.
 
-Unlike Knative's dispatcher, replies, dead letters and the consumed offsets of each poll batch are
-committed in one Kafka transaction: a crash of this process never writes a reply twice nor loses
-one (a subscriber may see an event again, and deduplicates it).
+Unlike Knative's dispatcher, the replies and dead letters of each poll batch are committed in one
+Kafka transaction with the consumed offsets: a crash of this process never writes a reply twice nor
+loses one (a subscriber may see an event again, and deduplicates it). A batch that writes nothing
+needs no transaction: its offsets go with the next one, or in a plain commit within a second.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ import httpx
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from saga.eventing.dispatch import Deliverer, matches
-from saga.eventing.records import Record, event_of, kafka_record
+from saga.eventing.records import Record, event_of, header_matches, kafka_record
 from saga.eventing.topology import Topology, Trigger
 
 log = logging.getLogger("dispatcher")
 
 BATCH = 500
+OFFSET_COMMIT_SECONDS = 1.0
 
 
 class TriggerWorker(threading.Thread):
@@ -42,6 +44,8 @@ class TriggerWorker(threading.Thread):
         self.assigned = threading.Event()
         self.deliverer = Deliverer(trigger, httpx.Client(limits=httpx.Limits(max_connections=32)))
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"deliver-{trigger.name}")
+        self.uncommitted: dict[int, int] = {}  # partition -> offset after the last record handled
+        self.committed_at = 0.0
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -60,7 +64,7 @@ class TriggerWorker(threading.Thread):
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
-            "fetch.wait.max.ms": 10,
+            "fetch.wait.max.ms": 500,
             # Static membership: a restarted dispatcher takes its partitions back at once instead of
             # waiting for the killed one's session to expire (and the group rebalancing).
             "group.instance.id": f"{trigger.group}-dispatcher",
@@ -73,6 +77,7 @@ class TriggerWorker(threading.Thread):
             "linger.ms": 1,
             "log_level": 3,
         })
+        self.uncommitted.clear()  # a new consumer starts from the committed offsets
         try:
             producer.init_transactions(30)
             consumer.subscribe([self.config.topic], on_assign=lambda c, partitions: self.assigned.set())
@@ -85,22 +90,34 @@ class TriggerWorker(threading.Thread):
                 messages = [m for m in [first, *consumer.consume(BATCH - 1, timeout=0)] if m.error() is None]
                 if messages:
                     self._dispatch_batch(consumer, producer, messages)
+            self._commit_offsets(consumer, force=True)
         finally:
             consumer.close()
 
     def _dispatch_batch(self, consumer: Consumer, producer: Producer, messages: list[Message]) -> None:
-        by_partition: dict[int, list[Message]] = defaultdict(list)
         for message in messages:
+            self.uncommitted[message.partition() or 0] = (message.offset() or 0) + 1
+        # Most records are for other Triggers and are skipped unread.
+        wanted = [m for m in messages if header_matches(m, self.trigger.filter)]
+        by_partition: dict[int, list[Message]] = defaultdict(list)
+        for message in wanted:
             by_partition[message.partition() or 0].append(message)
         if self.trigger.ordered:
             jobs = [self.pool.submit(lambda ms: [r for m in ms for r in self._handle(m)], ms)
                     for ms in by_partition.values()]
         else:
-            jobs = [self.pool.submit(self._handle, m) for m in messages]
+            jobs = [self.pool.submit(self._handle, m) for m in wanted]
         records: list[Record] = []
         for job in jobs:
             records.extend(job.result())
-        offsets = [TopicPartition(self.config.topic, p, (ms[-1].offset() or 0) + 1) for p, ms in by_partition.items()]
+        if not records:
+            # Nothing to write, so nothing for the offsets to be atomic with: they wait for the next
+            # transaction or a plain commit at most once a second, instead of a transaction each
+            # (most of Kafka's work per saga, docs/performance.md). A crash before that commit
+            # redelivers those events; their subscribers deduplicate them, as after any crash.
+            self._commit_offsets(consumer)
+            return
+        offsets = [TopicPartition(self.config.topic, p, end) for p, end in self.uncommitted.items()]
         producer.begin_transaction()
         try:
             for record in records:
@@ -110,13 +127,22 @@ class TriggerWorker(threading.Thread):
         except KafkaException:
             producer.abort_transaction(30)
             raise
+        self.uncommitted.clear()
+        self.committed_at = time.monotonic()
+
+    def _commit_offsets(self, consumer: Consumer, force: bool = False) -> None:
+        if self.uncommitted and (force or time.monotonic() - self.committed_at > OFFSET_COMMIT_SECONDS):
+            offsets = [TopicPartition(self.config.topic, p, end) for p, end in self.uncommitted.items()]
+            consumer.commit(offsets=offsets, asynchronous=False)
+            self.uncommitted.clear()
+            self.committed_at = time.monotonic()
 
     def _handle(self, message: Message) -> list[Record]:
         event = event_of(message)
         if event is None:
             log.error("%s: offset %s is not a CloudEvent; skipped", self.trigger.name, message.offset())
             return []
-        if not matches(event, self.trigger.filter):
+        if not matches(event, self.trigger.filter):  # header_matches passed: the attributes decide
             return []
         outcome = self.deliverer.deliver(event)
         if outcome.reply is not None:

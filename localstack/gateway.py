@@ -107,7 +107,10 @@ class Gateway:
                 function.process.stop()
 
     async def _start(self, pings: list[tuple[str, float, str, str, str]]) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        # gunicorn closes a keep-alive connection idle for 2 s: reusing one it is closing was a
+        # "connection reset" (a 503) under load, so this side lets them go after 1 s.
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=1.0)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60))
         for function in self.functions.values():
             app = web.Application(client_max_size=16 * 1024 * 1024)
             app.router.add_route("*", "/{tail:.*}", self._proxy_to(function))
