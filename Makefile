@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test lint unit clean
+.PHONY: help venv dev test lint unit bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ unit: venv ## unit tests only (no infrastructure)
 
 test: venv lint ## every test: unit, manifests, integration (real Kafka + PostgreSQL), end to end
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: venv ## measure throughput, latency, cold starts, footprint, cost per saga (ARGS=--smoke: 30 s)
+	$(BIN)/python -m bench $(ARGS)
 
 clean: ## remove the test stack's data (keeps the downloaded Kafka jars and the dev data)
 	rm -rf .local/test

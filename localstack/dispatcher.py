@@ -86,6 +86,7 @@ class TriggerWorker(threading.Thread):
                 # whatever else is already there, so an event never waits for a batch to fill.
                 first = consumer.poll(0.1)
                 if first is None:
+                    self._commit_offsets(consumer)  # what the last batches left uncommitted, when due
                     continue
                 messages = [m for m in [first, *consumer.consume(BATCH - 1, timeout=0)] if m.error() is None]
                 if messages:
