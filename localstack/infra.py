@@ -27,14 +27,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Infra:
-    database_url: str  # SQLAlchemy URL (postgresql+pg8000://...)
+    database_url: str  # SQLAlchemy URL (postgresql+psycopg://...)
     kafka_bootstrap: str
 
 
 def normalise_database_url(url: str) -> str:
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+pg8000://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix):]
     return url
 
 

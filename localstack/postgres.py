@@ -61,7 +61,7 @@ class PostgresServer:
 
     @property
     def url(self) -> str:
-        return f"postgresql+pg8000://{ROLE}:{PASSWORD}@127.0.0.1:{self.port}/{DATABASE}"
+        return f"postgresql+psycopg://{ROLE}:{PASSWORD}@127.0.0.1:{self.port}/{DATABASE}"
 
     def start(self, timeout: float = 60.0) -> None:
         bin_dir = server_bin()

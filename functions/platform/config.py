@@ -10,10 +10,10 @@ from decimal import Decimal
 
 
 def normalise_database_url(url: str) -> str:
-    """Accept postgres:// and postgresql:// URLs; the project's driver is pg8000."""
+    """Accept postgres:// and postgresql:// URLs; the project's driver is psycopg (3)."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+pg8000://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix):]
     return url
 
 
@@ -35,7 +35,7 @@ class Settings:
 def settings() -> Settings:
     env = os.environ.get
     return Settings(
-        database_url=normalise_database_url(env("DATABASE_URL", "postgresql+pg8000://saga:saga@127.0.0.1:55432/saga")),
+        database_url=normalise_database_url(env("DATABASE_URL", "postgresql+psycopg://saga:saga@127.0.0.1:55432/saga")),
         jwt_issuer=env("SAGA_JWT_ISSUER", "https://auth.knative-saga.example"),
         jwt_audience=env("SAGA_JWT_AUDIENCE", "knative-saga"),
         jwks_url=env("SAGA_JWKS_URL", "http://127.0.0.1:8083/.well-known/jwks.json"),
