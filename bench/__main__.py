@@ -30,7 +30,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
-from bench import coldstart, measure
+from bench import coldstart, measure, profile
 from bench.load import Catalogue, Phase, percentiles
 from functions.account.schema import accounts
 from functions.goods.schema import goods
@@ -51,7 +51,7 @@ STOCK = 100_000_000
 CUSTOMERS = [f"bench-{n:03d}" for n in range(100)]
 BROKE = [f"bench-broke-{n:02d}" for n in range(10)]
 QUIET_TIMEOUT = 120.0
-WARMUP_SECONDS = 60.0
+WARMUP_SECONDS = 45.0
 OWN_QUERY = "/* bench */"  # marks the benchmark's own queries, left out of the per-saga counts
 
 
@@ -111,6 +111,20 @@ class Bench:
                 found[name] = pid
         return found
 
+    def profiled(self) -> dict[str, int]:
+        """The Python processes on a saga's path: each busy function's gunicorn worker, the dispatcher,
+        the gateway (this process)."""
+        assert self.stack.gateway is not None
+        found = {"gateway": os.getpid()}
+        for name in ("order-api", "order-saga", "goods-reserve", "account-reserve-credit"):
+            process = self.stack.gateway.functions[name].process
+            workers = measure.children(process.pid) if process is not None else []
+            if workers:
+                found[name] = workers[0]
+        if self.stack.dispatcher_pid is not None:
+            found["dispatcher"] = self.stack.dispatcher_pid
+        return found
+
     def quiet(self) -> None:
         """Every accepted order ended and the outbox drained: the work a phase caused is done."""
         def done() -> bool:
@@ -124,7 +138,7 @@ class Bench:
 
     # --- load ---
     def phase(self, name: str, mode: str, seconds: float, *, concurrency: int = 0, rate: float = 0.0,
-              warmup: float | None = None) -> dict[str, Any]:
+              warmup: float | None = None, profile_to: Path | None = None) -> dict[str, Any]:
         self.quiet()
         phase = Phase(
             name=name, mode=mode, seconds=seconds, warmup=seconds / 4 if warmup is None else warmup,
@@ -135,9 +149,14 @@ class Bench:
         offsets = measure.end_offsets(self.kafka, self.topics)
         before = measure.statements(self.admin, self.database_name)
         meter.start()
-        done = subprocess.run([sys.executable, "-m", "bench.load", phase.to_json()], cwd=repo_root(),
+        spies = profile.start(self.profiled(), seconds, profile_to) if profile_to else []
+        done = subprocess.run([sys.executable, "-m", "bench.load"], input=phase.to_json(), cwd=repo_root(),
                               check=True, capture_output=True, text=True, timeout=seconds + 120)
         summary: dict[str, Any] = json.loads(done.stdout)
+        for spy in spies:
+            spy.wait(timeout=60)
+        if profile_to:
+            summary["profile"] = profile.summary(profile_to)
         self.quiet()
         cpu = meter.stop()
         after = measure.statements(self.admin, self.database_name)
@@ -264,10 +283,12 @@ def table(report: dict[str, Any]) -> str:
 
 @click.command()
 @click.option("--smoke", is_flag=True, help="~30 s: one short phase of each kind, 2 cold starts of 2 functions")
-@click.option("--seconds", type=float, default=20.0, show_default=True, help="length of each load phase")
+@click.option("--seconds", type=float, default=15.0, show_default=True, help="length of each load phase")
 @click.option("--trials", type=int, default=20, show_default=True, help="cold starts per function")
 @click.option("--out", type=click.Path(path_type=Path), help="where the JSON goes [bench/results/<date>-<rev>.json]")
-def main(smoke: bool, seconds: float, trials: int, out: Path | None) -> None:
+@click.option("--profile", is_flag=True, help="sample the Python processes with py-spy at concurrency 16 "
+              "(folded stacks in .local/bench/profile)")
+def main(smoke: bool, seconds: float, trials: int, out: Path | None, profile: bool) -> None:
     """Measure throughput, latency, cold starts, footprint and cost per saga on the local stack."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("localstack").setLevel(logging.WARNING)
@@ -283,7 +304,9 @@ def main(smoke: bool, seconds: float, trials: int, out: Path | None) -> None:
             best = max(closed, key=lambda p: p["throughput"])
             opened = [bench.phase("open 10/s", "open", 5.0, rate=10, warmup=0.0)]
         else:
-            closed = [bench.phase(f"closed c={c}", "closed", seconds, concurrency=c) for c in (1, 4, 16, 64)]
+            spied = repo_root() / ".local" / "bench" / "profile" if profile else None
+            closed = [bench.phase(f"closed c={c}", "closed", seconds, concurrency=c,
+                                  profile_to=spied if c == 16 else None) for c in (1, 4, 16, 64)]
             best = max(closed, key=lambda p: p["throughput"])
             half = max(1.0, round(best["throughput"] / 2, 1))
             opened = [bench.phase(f"open {r:g}/s", "open", seconds, rate=r, warmup=0.0) for r in (10, 50, half)]
@@ -291,7 +314,7 @@ def main(smoke: bool, seconds: float, trials: int, out: Path | None) -> None:
         violations = bench.violations()
         footprint = bench.footprint()
         names = ["order-api", "goods-reserve"] if smoke else sorted(coldstart.probes("").keys())
-        cold = bench.cold_starts(names, 2 if smoke else trials, import_runs=1 if smoke else 3)
+        cold = bench.cold_starts(names, 2 if smoke else trials, import_runs=1 if smoke else 2)
         bench.quiet()
         after_cold = unbalanced_books(bench.db, bench.initial_stock)  # the probes move no stock or credit
         if after_cold:

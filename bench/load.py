@@ -1,5 +1,6 @@
 """The load generator of `make bench`, in a process of its own so that its CPU is not counted as the
-stack's: `python -m bench.load '<json Phase>'` prints one JSON line with what happened.
+stack's: `python -m bench.load < phase.json` prints one JSON line with what happened (the phase
+comes on stdin, not argv, since it holds a token).
 
 - closed loop: N clients, each places an order, waits for its end, and places the next;
 - open loop: orders start at a fixed rate whatever the system does, and latency counts from the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import resource
 import sys
@@ -100,8 +102,8 @@ def percentiles(samples: list[float]) -> dict[str, float] | None:
         return None
     ordered = sorted(samples)
 
-    def at(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)
+    def at(q: float) -> float:  # nearest rank
+        return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000, 1)
 
     return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": round(ordered[-1] * 1000, 1),
             "mean": round(sum(ordered) / len(ordered) * 1000, 1), "n": len(ordered)}
@@ -241,7 +243,7 @@ def _cpu() -> float:
 
 
 def main() -> None:
-    phase = Phase.from_json(sys.argv[1])
+    phase = Phase.from_json(sys.stdin.read())
     print(json.dumps(asyncio.run(run(phase)).summary()), flush=True)
 
 

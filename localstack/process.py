@@ -22,10 +22,10 @@ class Child:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stop(self, grace: float = 10.0) -> None:
+    def stop(self, grace: float = 10.0, stop_signal: signal.Signals = signal.SIGTERM) -> None:
         if not self.alive():
             return
-        self.popen.send_signal(signal.SIGTERM)
+        self.popen.send_signal(stop_signal)
         try:
             self.popen.wait(timeout=grace)
         except subprocess.TimeoutExpired:
