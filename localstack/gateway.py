@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import threading
 import time
 from collections.abc import Mapping
@@ -189,16 +188,16 @@ class Gateway:
 
     def scale_to_zero(self, name: str) -> None:
         """Stop one idle function now; its next request starts it again (cold-start measurements).
-        SIGINT is gunicorn's quick shutdown: SIGTERM's graceful one takes 2 s, and nothing is in flight."""
-        function = self.functions[name]
-        future = asyncio.run_coroutine_threadsafe(self._scale_to_zero(function, signal.SIGINT), self.loop)
+        Killed with its worker at once: gunicorn's own shutdown takes a second, and nothing is in flight."""
+        future = asyncio.run_coroutine_threadsafe(self._scale_to_zero(self.functions[name], quick=True), self.loop)
         future.result(timeout=60)
 
-    async def _scale_to_zero(self, function: Function, stop_signal: signal.Signals = signal.SIGTERM) -> None:
+    async def _scale_to_zero(self, function: Function, quick: bool = False) -> None:
         async with function.lock:  # a request arriving now waits until the old process is gone
             process, function.process = function.process, None
             if process is not None:
-                await asyncio.get_running_loop().run_in_executor(None, process.stop, 10.0, stop_signal)
+                stop = process.kill_group if quick else process.stop
+                await asyncio.get_running_loop().run_in_executor(None, stop)
 
     # --- broker ingress ---
     def _poll_producer(self) -> None:

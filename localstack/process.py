@@ -3,6 +3,7 @@ own pid (SIGTERM, then SIGKILL after a bounded wait), never by name; readiness w
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -22,10 +23,10 @@ class Child:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stop(self, grace: float = 10.0, stop_signal: signal.Signals = signal.SIGTERM) -> None:
+    def stop(self, grace: float = 10.0) -> None:
         if not self.alive():
             return
-        self.popen.send_signal(stop_signal)
+        self.popen.send_signal(signal.SIGTERM)
         try:
             self.popen.wait(timeout=grace)
         except subprocess.TimeoutExpired:
@@ -36,6 +37,12 @@ class Child:
         """SIGKILL, as a crash would: no cleanup in the child."""
         if self.alive():
             self.popen.kill()
+            self.popen.wait(timeout=10)
+
+    def kill_group(self) -> None:
+        """SIGKILL to the child and everything it forked (its own session: the group is its pid)."""
+        if self.alive():
+            os.killpg(self.pid, signal.SIGKILL)
             self.popen.wait(timeout=10)
 
 
