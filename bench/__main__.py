@@ -315,6 +315,9 @@ def main(smoke: bool, seconds: float, trials: int, out: Path | None, profile: bo
         footprint = bench.footprint()
         names = ["order-api", "goods-reserve"] if smoke else sorted(coldstart.probes("").keys())
         cold = bench.cold_starts(names, 2 if smoke else trials, import_runs=1 if smoke else 2)
+        failed = {name: c["statuses"] for name, c in cold.items() if any(int(s) >= 500 for s in c["statuses"])}
+        if failed:
+            violations["cold starts answered with 5xx"] = [failed]
         bench.quiet()
         after_cold = unbalanced_books(bench.db, bench.initial_stock)  # the probes move no stock or credit
         if after_cold:

@@ -85,7 +85,8 @@ class Gateway:
         self._thread = threading.Thread(target=self.loop.run_forever, name="gateway", daemon=True)
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession | None = None  # PingSources
+        self._sessions: dict[str, aiohttp.ClientSession] = {}  # per function: dropped with its process
         self._stop_polling = threading.Event()
         self._poller = threading.Thread(target=self._poll_producer, name="ingress-producer", daemon=True)
 
@@ -106,11 +107,21 @@ class Gateway:
             if function.process is not None:
                 function.process.stop()
 
-    async def _start(self, pings: list[tuple[str, float, str, str, str]]) -> None:
+    @staticmethod
+    def _new_session() -> aiohttp.ClientSession:
         # gunicorn closes a keep-alive connection idle for 2 s: reusing one it is closing was a
         # "connection reset" (a 503) under load, so this side lets them go after 1 s.
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=1.0)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60))
+        return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60))
+
+    async def _drop_connections(self, function: Function) -> None:
+        """After its process stopped: kept-alive connections to it are dead, and reusing one is a 503."""
+        old, self._sessions[function.name] = self._sessions[function.name], self._new_session()
+        await old.close()
+
+    async def _start(self, pings: list[tuple[str, float, str, str, str]]) -> None:
+        self._session = self._new_session()
+        self._sessions = {name: self._new_session() for name in self.functions}
         for function in self.functions.values():
             app = web.Application(client_max_size=16 * 1024 * 1024)
             app.router.add_route("*", "/{tail:.*}", self._proxy_to(function))
@@ -136,8 +147,9 @@ class Gateway:
             task.cancel()
         for runner in self._runners:
             await runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
+        for session in [self._session, *self._sessions.values()]:
+            if session is not None:
+                await session.close()
 
     def redeploy(self, name: str, argv: list[str]) -> None:
         """A new revision of one function: the running process stops, the next request starts `argv`."""
@@ -149,20 +161,20 @@ class Gateway:
             function.argv = argv
             if process is not None:
                 await asyncio.get_running_loop().run_in_executor(None, process.stop)
+                await self._drop_connections(function)
         if self.keep_warm:
             await function.ensure_running()
 
     # --- activator ---
     def _proxy_to(self, function: Function):  # type: ignore[no-untyped-def]
         async def proxy(request: web.Request) -> web.StreamResponse:
-            assert self._session is not None
             function.inflight += 1
             function.last_used = time.monotonic()
             try:
                 await function.ensure_running()
                 headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
                 url = f"http://127.0.0.1:{function.private_port}{request.path_qs}"
-                async with self._session.request(
+                async with self._sessions[function.name].request(
                     request.method, url, headers=headers, data=await request.read(), allow_redirects=False
                 ) as answer:
                     body = await answer.read()
@@ -198,6 +210,7 @@ class Gateway:
             if process is not None:
                 stop = process.kill_group if quick else process.stop
                 await asyncio.get_running_loop().run_in_executor(None, stop)
+                await self._drop_connections(function)
 
     # --- broker ingress ---
     def _poll_producer(self) -> None:

@@ -39,11 +39,31 @@ class Child:
             self.popen.kill()
             self.popen.wait(timeout=10)
 
-    def kill_group(self) -> None:
-        """SIGKILL to the child and everything it forked (its own session: the group is its pid)."""
-        if self.alive():
-            os.killpg(self.pid, signal.SIGKILL)
-            self.popen.wait(timeout=10)
+    def kill_group(self, timeout: float = 10.0) -> None:
+        """SIGKILL to the child and everything it forked (its own session: the group is its pid);
+        returns when all of them are gone (a forked worker can outlive its parent for a moment,
+        holding the listening socket it inherited)."""
+        if not self.alive():
+            return
+        os.killpg(self.pid, signal.SIGKILL)
+        self.popen.wait(timeout=timeout)
+        wait_until(lambda: not _group_running(self.pid), timeout=timeout, interval=0.005,
+                   what=f"the end of process group {self.pid} ({self.name})")
+
+
+def _group_running(group: int) -> bool:
+    """Whether a process of `group` still runs (zombies, whose files are closed, do not count)."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":  # after the name: state, ppid, pgrp
+            return True
+    return False
 
 
 def start_child(
