@@ -25,6 +25,7 @@ from saga.eventing.records import kafka_record
 log = logging.getLogger(__name__)
 
 HOP_BY_HOP = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive"})
+COLD_ATTEMPTS = 6  # tries of a request that started its function's process (back-off 50 ms x n: 1 s in all)
 START_TIMEOUT = 30.0
 
 
@@ -49,12 +50,13 @@ class Function:
     def running(self) -> bool:
         return self.process is not None and self.process.alive()
 
-    async def ensure_running(self) -> None:
+    async def ensure_running(self) -> bool:
+        """True when this call started the process."""
         if self.running:
-            return
+            return False
         async with self.lock:  # concurrent first requests start it once
             if self.running:
-                return
+                return False
             spawned = time.monotonic()
             self.process = start_child(self.name, self.argv, self.log_file, env=self.env, cwd=self.cwd)
             deadline = spawned + START_TIMEOUT
@@ -65,6 +67,7 @@ class Function:
             self.started_in = time.monotonic() - spawned
             log.info("scaled %s from zero (pid %s, listening after %.0f ms)",
                      self.name, self.process.pid, self.started_in * 1000)
+            return True
 
 
 class Gateway:
@@ -171,15 +174,26 @@ class Gateway:
             function.inflight += 1
             function.last_used = time.monotonic()
             try:
-                await function.ensure_running()
+                started = await function.ensure_running()
                 headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
                 url = f"http://127.0.0.1:{function.private_port}{request.path_qs}"
-                async with self._sessions[function.name].request(
-                    request.method, url, headers=headers, data=await request.read(), allow_redirects=False
-                ) as answer:
-                    body = await answer.read()
-                    back = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
-                    return web.Response(status=answer.status, body=body, headers=back)
+                body = await request.read()
+                for attempt in range(1, COLD_ATTEMPTS + 1):
+                    try:
+                        async with self._sessions[function.name].request(
+                            request.method, url, headers=headers, data=body, allow_redirects=False
+                        ) as answer:
+                            answered = await answer.read()
+                            back = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
+                            return web.Response(status=answer.status, body=answered, headers=back)
+                    except aiohttp.ClientConnectionError as exc:
+                        # A process this request just started can refuse or reset a connection while
+                        # its worker comes up: try again, as Knative's activator does for a new pod.
+                        if not started or attempt == COLD_ATTEMPTS:
+                            raise
+                        log.info("%s: %s; retrying the first request", function.name, exc)
+                        await asyncio.sleep(0.05 * attempt)
+                raise AssertionError("unreachable")
             except (aiohttp.ClientError, RuntimeError) as exc:
                 log.warning("%s: %s", function.name, exc)
                 return web.Response(status=503, text=f"{function.name} unavailable")
