@@ -16,7 +16,7 @@ import pytest
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 from cloudevents.kafka import KafkaMessage, from_binary
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from localstack.infra import Infra
@@ -37,8 +37,9 @@ class Rig:
         admin = AdminClient({"bootstrap.servers": infra.kafka_bootstrap})
         for future in admin.create_topics([NewTopic(self.topic, 4, 1), NewTopic(self.dead_letters, 1, 1)]).values():
             future.result(timeout=30)
+        self.group = f"knative-trigger-test-{suffix}"
         settings: dict[str, object] = {
-            "name": f"t-{suffix}", "group": f"knative-trigger-test-{suffix}", "filter": {"type": "test.event"},
+            "name": f"t-{suffix}", "group": self.group, "filter": {"type": "test.event"},
             "url": subscriber.url, "ordered": True,
         }
         delivery = {"retry": 3, "backoff_policy": "exponential", "backoff_delay": 0.02, "timeout": 10.0,
@@ -64,6 +65,17 @@ class Rig:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+    def uncommitted(self) -> int:
+        """Offsets of the broker topic that the Trigger's consumer group has not committed."""
+        consumer = Consumer({"bootstrap.servers": self.infra.kafka_bootstrap, "group.id": self.group})
+        try:
+            partitions = [TopicPartition(self.topic, p) for p in range(4)]
+            committed = consumer.committed(partitions, timeout=10)
+            ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions]
+            return sum(end - max(tp.offset, 0) for tp, end in zip(committed, ends, strict=True))
+        finally:
+            consumer.close()
 
     def send(self, event: CloudEvent) -> None:
         record = kafka_record(event, self.topic)
@@ -200,6 +212,31 @@ def test_filter_delivers_only_matching_events(infra: Infra, tmp_path: Path, rigs
     rig.send(wanted)
     wait_for(lambda: wanted["id"] in subscriber.ids())
     assert other["id"] not in subscriber.ids()
+
+
+def test_offsets_without_a_reply_are_committed_without_a_transaction(
+    infra: Infra, tmp_path: Path, rigs: list[Rig]
+) -> None:
+    """Filtered-out events and deliveries answered with no reply write nothing, so they commit their
+    offsets plainly (within a second), not in a transaction each; once committed, a SIGKILLed and
+    restarted dispatcher does not deliver them again."""
+    subscriber = Subscriber(lambda event, attempt: (202, {}, b""))
+    rig = rig_for(rigs, infra, tmp_path, subscriber, filter={"type": "test.event", "sagatype": "Wanted"})
+    wanted = [make_event(key=f"k{i}", sagatype="Wanted") for i in range(6)]
+    for event in [*wanted, *(make_event(key=f"k{i}", sagatype="Other") for i in range(6))]:
+        rig.send(event)
+    wait_for(lambda: sorted(subscriber.ids()) == sorted(e["id"] for e in wanted))
+    wait_until(lambda: rig.uncommitted() == 0, timeout=15, what="the skipped and reply-less offsets committed")
+    assert rig.process is not None
+    rig.process.kill()
+    rig.start()
+    late = make_event(key="k0", sagatype="Wanted")  # delivered after the restart: the dispatcher is consuming
+    rig.send(late)
+    wait_for(lambda: late["id"] in subscriber.ids())
+    assert Counter(subscriber.ids()) == Counter([*(e["id"] for e in wanted), late["id"]])
+    assert len(rig.read(rig.topic, at_least=13, settle=0.5)) == 13, "the dispatcher wrote nothing to the topic"
+    assert rig.read(rig.dead_letters, at_least=0, settle=0.5) == []
+    subscriber.close()
 
 
 def test_killed_dispatcher_never_loses_nor_duplicates_a_reply(infra: Infra, tmp_path: Path, rigs: list[Rig]) -> None:
