@@ -37,7 +37,7 @@ unit: venv ## unit tests only (no infrastructure)
 test: venv lint ## every test: unit, manifests, integration (real Kafka + PostgreSQL), end to end
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: venv ## measure throughput, latency, cold starts, footprint, cost per saga (ARGS=--smoke: 30 s)
+bench: venv ## measure throughput, latency, cold starts, footprint, cost per saga (ARGS=--smoke: 1 min)
 	$(BIN)/python -m bench $(ARGS)
 
 clean: ## remove the test stack's data (keeps the downloaded Kafka jars and the dev data)

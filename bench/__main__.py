@@ -56,10 +56,9 @@ OWN_QUERY = "/* bench */"  # marks the benchmark's own queries, left out of the 
 
 
 class Bench:
-    def __init__(self, stack: Stack, database_url: str, smoke: bool) -> None:
+    def __init__(self, stack: Stack, database_url: str) -> None:
         self.stack = stack
         self.database_url = database_url
-        self.smoke = smoke
         self.db = sa.create_engine(database_url, isolation_level="AUTOCOMMIT")
         server = sa.make_url(database_url)
         # pg_stat_statements needs a superuser to install; the local server trusts 127.0.0.1.
@@ -282,7 +281,7 @@ def table(report: dict[str, Any]) -> str:
 
 
 @click.command()
-@click.option("--smoke", is_flag=True, help="~30 s: one short phase of each kind, 2 cold starts of 2 functions")
+@click.option("--smoke", is_flag=True, help="~1 min: one short phase of each kind, 2 cold starts of 2 functions")
 @click.option("--seconds", type=float, default=15.0, show_default=True, help="length of each load phase")
 @click.option("--trials", type=int, default=20, show_default=True, help="cold starts per function")
 @click.option("--out", type=click.Path(path_type=Path), help="where the JSON goes [bench/results/<date>-<rev>.json]")
@@ -295,7 +294,7 @@ def main(smoke: bool, seconds: float, trials: int, out: Path | None, profile: bo
     began = time.monotonic()
     revision = git_revision()
     with dev_infra(repo_root()) as infra, bench_stack(infra) as (stack, database):
-        bench = Bench(stack, database, smoke)
+        bench = Bench(stack, database)
         bench.seed()
         # Kafka's JIT compiler works for a minute or more after its start: its CPU is not the saga's.
         bench.phase("warm-up", "closed", 3.0 if smoke else WARMUP_SECONDS, concurrency=4 if smoke else 16)

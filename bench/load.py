@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 import sqlalchemy as sa
 
-from localstack.infra import normalise_database_url
+from functions.platform.config import normalise_database_url
 
 POLL_SECONDS = 0.005
 END_TIMEOUT = 60.0  # an order not ended this long after its start is counted as unfinished

@@ -18,6 +18,7 @@ from types import TracebackType
 
 import click
 
+from functions.platform.config import normalise_database_url
 from localstack.kafka import KafkaServer
 from localstack.postgres import PostgresServer
 from localstack.process import port_open
@@ -29,13 +30,6 @@ log = logging.getLogger(__name__)
 class Infra:
     database_url: str  # SQLAlchemy URL (postgresql+psycopg://...)
     kafka_bootstrap: str
-
-
-def normalise_database_url(url: str) -> str:
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
 
 
 class LocalInfra:

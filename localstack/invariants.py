@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import sqlalchemy as sa
 
@@ -10,7 +11,7 @@ from functions.account.schema import accounts, credit_reservations
 from functions.goods.schema import DEMO_GOODS, goods, reservations
 from functions.order.schema import orders, outbox, saga_instances
 
-DEMO_STOCK: dict[int, int] = {int(str(item["id"])): int(str(item["stock"])) for item in DEMO_GOODS}
+DEMO_STOCK: dict[int, int] = {cast(int, item["id"]): cast(int, item["stock"]) for item in DEMO_GOODS}
 
 
 def unbalanced_books(db: sa.Engine, initial_stock: Mapping[int, int] = DEMO_STOCK) -> dict[str, list[object]]:
