@@ -22,7 +22,7 @@ import httpx
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
-from functions.account.messages import USER_REGISTERED, ReserveCredit
+from functions.account.messages import USER_REGISTERED, ReleaseCredit, ReserveCredit
 from functions.goods.messages import GoodsReserved, ReleaseGoods, ReserveGoods
 from localstack.infra import repo_root
 from localstack.stack import Stack
@@ -49,7 +49,7 @@ def probes(token: str) -> dict[str, Probe]:
 
         return probe
 
-    def command(cmd: ReserveGoods | ReleaseGoods | ReserveCredit) -> Callable[[str], CloudEvent]:
+    def command(cmd: ReserveGoods | ReleaseGoods | ReserveCredit | ReleaseCredit) -> Callable[[str], CloudEvent]:
         return lambda saga_id: command_event(cmd, event_id=str(uuid.uuid4()), source="/bench/coldstart",
                                              saga_type="CreateOrderSaga", saga_id=saga_id, step=1)
 
@@ -77,8 +77,10 @@ def probes(token: str) -> dict[str, Probe]:
         "goods-reserve": event(command(ReserveGoods(goods_id=missing_goods, quantity=1))),
         "goods-release": event(command(ReleaseGoods(goods_id=missing_goods))),
         "account-reserve-credit": event(command(ReserveCredit(customer_id="bench-nobody", amount=Decimal(1)))),
+        "account-release-credit": event(command(ReleaseCredit(customer_id="bench-nobody"))),
         "account-provision": event(registration),
         "order-outbox-relay": event(ping),
+        "order-saga-timeouts": event(ping),
         "auth-outbox-relay": event(ping),
     }
 

@@ -9,7 +9,8 @@ import click
 import sqlalchemy as sa
 
 # Each module has `metadata` (its own PostgreSQL schema) and may have `seed_catalogue(conn)` (reference
-# data any installation gets when asked) and `seed_dev(conn)` (the dev stack's demo users and accounts).
+# data any installation gets when asked), `seed_dev(conn)` (the dev stack's demo users and accounts)
+# and `upgrade(conn)` (columns added to tables that already exist).
 SERVICE_SCHEMAS = (
     "functions.order.schema",
     "functions.goods.schema",
@@ -31,6 +32,8 @@ def init_databases(database_url: str, *, seed_dev: bool, seed_catalogue: bool = 
             # Serialise concurrent initialisers (several stacks or Jobs starting at once).
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242)"))
             conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{metadata.schema}"'))
+            if hasattr(module, "upgrade"):
+                module.upgrade(conn)
             metadata.create_all(conn)
             if (seed_dev or seed_catalogue) and hasattr(module, "seed_catalogue"):
                 module.seed_catalogue(conn)

@@ -10,6 +10,9 @@
 Local actions take (transaction, data) and run inside the orchestrator's transaction. Participant
 steps turn data into a Command; `on_reply` handlers take (data, reply) and return the new data, or
 `fail(data)` to reject on a successful reply (the step's effect then gets compensated too).
+`on_timeout(handler)` takes (data) and returns the data to compensate with when the participant does
+not answer before the step deadline; the step itself is compensated too, since the participant may
+have acted and its reply be late.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ R = TypeVar("R", bound=Reply)
 LocalAction = Callable[[Any, D], "D | None"]
 CommandFactory = Callable[[D], Command]
 ReplyHandler = Callable[[D, Any], "D | StepFailed[D]"]
+TimeoutHandler = Callable[[D], D]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +61,7 @@ class ParticipantStep(Generic[D]):
     # reply class name -> (reply class, handler)
     reply_handlers: Mapping[str, tuple[type[Reply], ReplyHandler[D]]]
     compensation: CommandFactory[D] | None = None
+    on_timeout: TimeoutHandler[D] | None = None
 
     @property
     def compensation_name(self) -> str | None:
@@ -130,6 +135,12 @@ class ParticipantStepBuilder(_StepInProgress[D]):
             **self._current.reply_handlers, reply_type.__name__: (reply_type, handler)
         }
         return ParticipantStepBuilder(self._steps, dataclasses.replace(self._current, reply_handlers=handlers))
+
+    def on_timeout(self, handler: TimeoutHandler[D]) -> ParticipantStepBuilder[D]:
+        assert isinstance(self._current, ParticipantStep)
+        if self._current.on_timeout is not None:
+            raise DefinitionError(f"step {self._current.name} already has a timeout handler")
+        return ParticipantStepBuilder(self._steps, dataclasses.replace(self._current, on_timeout=handler))
 
     def with_compensation(self, command: CommandFactory[D]) -> ParticipantStepBuilder[D]:
         assert isinstance(self._current, ParticipantStep)

@@ -6,6 +6,11 @@ result) and records every move in the append-only history. Command ids are deriv
 (saga id, step, direction), so re-running a transition after a rollback yields identical events.
 A reply is applied only if it answers the command the saga is waiting for; anything else
 (duplicate, stale, late) is recorded and ignored.
+
+Every awaited command has a deadline (`step_timeout` after it is sent). `expire` is what the stuck-saga
+sweep calls on an overdue saga: a forward step times out and the saga compensates, this step included
+(the participant may have acted, its reply late); an overdue compensation is sent again under a new id
+(participants' compensations are idempotent per saga), so a lost or dead-lettered one cannot strand it.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class Event(enum.StrEnum):
     COMMAND_SENT = "COMMAND_SENT"
     REPLY_RECEIVED = "REPLY_RECEIVED"
     REPLY_IGNORED = "REPLY_IGNORED"
+    TIMED_OUT = "TIMED_OUT"
     COMPENSATING = "COMPENSATING"
     COMPENSATION_SENT = "COMPENSATION_SENT"
     COMPENSATION_DONE = "COMPENSATION_DONE"
@@ -61,6 +67,9 @@ class SagaInstance:
     data: dict[str, Any]  # the saga data as JSON
     awaiting: str | None  # id of the command whose reply the saga waits for
     version: int
+    # Seconds from this write until the awaited reply is overdue (None: nothing awaited); the store
+    # turns it into a deadline on its own clock.
+    deadline_after: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -78,6 +87,10 @@ class SagaStore(Protocol):
 
     def lock(self, tx: Any, saga_type: str, saga_id: str) -> SagaInstance | None: ...
 
+    def lock_overdue(self, tx: Any, saga_type: str, saga_id: str) -> SagaInstance | None:
+        """`lock`, but only if the saga is unfinished and past its deadline; else None."""
+        ...
+
     def update(self, tx: Any, instance: SagaInstance, history: Sequence[HistoryEntry]) -> None:
         """Write `instance` (its version already incremented) if the stored version is the one before."""
         ...
@@ -88,8 +101,9 @@ class SagaStore(Protocol):
 class _Run(Generic[D]):
     """The mutable working state of one transition."""
 
-    def __init__(self, instance: SagaInstance, data: D) -> None:
+    def __init__(self, instance: SagaInstance, data: D, step_timeout: float) -> None:
         self.instance = instance
+        self.step_timeout = step_timeout
         self.data = data
         self.step = instance.step
         self.compensating = instance.compensating
@@ -109,13 +123,21 @@ class _Run(Generic[D]):
             awaiting=self.awaiting,
             data=to_data(self.data),
             version=self.instance.version + 1,
+            deadline_after=self.step_timeout if self.awaiting is not None else None,
         )
 
 
+DEFAULT_STEP_TIMEOUT = 60.0
+
+
 class SagaEngine(Generic[D]):
-    def __init__(self, definition: SagaDefinition[D], store: SagaStore) -> None:
+    def __init__(self, definition: SagaDefinition[D], store: SagaStore, *,
+                 step_timeout: float = DEFAULT_STEP_TIMEOUT) -> None:
+        if step_timeout <= 0:
+            raise ValueError("step_timeout must be positive")
         self.definition = definition
         self.store = store
+        self.step_timeout = step_timeout
         self.source = f"/sagas/{definition.name}"
 
     def start(self, tx: Any, saga_id: str, data: D) -> CloudEvent | None:
@@ -130,7 +152,7 @@ class SagaEngine(Generic[D]):
             awaiting=None,
             version=0,
         )
-        run = _Run(instance, data)
+        run = _Run(instance, data, self.step_timeout)
         run.record(0, self.definition.name, Event.STARTED)
         command = self._forward(tx, run, 0)
         self.store.insert(tx, run.result(), run.history)
@@ -160,7 +182,7 @@ class SagaEngine(Generic[D]):
             )
             return None
 
-        run = _Run(instance, from_data(self.definition.data_type, instance.data))
+        run = _Run(instance, from_data(self.definition.data_type, instance.data), self.step_timeout)
         current = self.definition.steps[instance.step]
         assert isinstance(current, ParticipantStep), "a saga only waits on participant steps"
         run.record(instance.step, kind, Event.REPLY_RECEIVED, outcome=str(outcome), replyId=event["id"])
@@ -170,6 +192,29 @@ class SagaEngine(Generic[D]):
             command = self._compensate(tx, run, instance.step - 1)
         else:
             command = self._on_forward_reply(tx, run, current, kind, outcome, event.get_data())
+        self.store.update(tx, run.result(), run.history)
+        return command
+
+    def expire(self, tx: Any, saga_id: str) -> CloudEvent | None:
+        """Act on a saga whose awaited reply is overdue; None if it is not (any more)."""
+        instance = self.store.lock_overdue(tx, self.definition.name, saga_id)
+        if instance is None or instance.finished or instance.awaiting is None:
+            return None
+        run = _Run(instance, from_data(self.definition.data_type, instance.data), self.step_timeout)
+        current = self.definition.steps[instance.step]
+        assert isinstance(current, ParticipantStep), "a saga only waits on participant steps"
+        command: CloudEvent | None
+        if run.compensating:
+            assert current.compensation is not None
+            name = current.compensation_name or current.name
+            command = self._send(run, instance.step, name, current.compensation(run.data), Event.COMPENSATION_SENT,
+                                 "compensate", attempt=instance.version, overdue=instance.awaiting)
+        else:
+            run.record(instance.step, current.name, Event.TIMED_OUT, commandId=instance.awaiting)
+            run.awaiting = None
+            if current.on_timeout is not None:
+                run.data = current.on_timeout(run.data)
+            command = self._compensate(tx, run, instance.step)
         self.store.update(tx, run.result(), run.history)
         return command
 
@@ -224,11 +269,18 @@ class SagaEngine(Generic[D]):
         run.record(run.step, self.definition.name, Event.FINISHED, outcome="COMPENSATED")
         return None
 
-    def _send(self, run: _Run[D], index: int, name: str, command: Any, event: Event, direction: str) -> CloudEvent:
+    def _send(self, run: _Run[D], index: int, name: str, command: Any, event: Event, direction: str,
+              *, attempt: int | None = None, overdue: str | None = None) -> CloudEvent:
+        """`attempt` (a re-send of an overdue compensation) gives the command a new id, so the
+        participant acts on it even if the first one reached it; its compensation is idempotent."""
         saga_id = run.instance.saga_id
-        command_id = stable_id(saga_id, index, direction)
+        command_id = stable_id(saga_id, index, direction) if attempt is None else stable_id(
+            saga_id, index, direction, attempt)
         run.awaiting = command_id
-        run.record(index, name, event, commandId=command_id, commandType=command.TYPE)
+        detail: dict[str, Any] = {"commandId": command_id, "commandType": command.TYPE}
+        if overdue is not None:
+            detail["resends"] = overdue
+        run.record(index, name, event, **detail)
         return command_event(
             command, event_id=command_id, source=self.source, saga_type=self.definition.name,
             saga_id=saga_id, step=index,

@@ -2,7 +2,7 @@
 
 `lock` takes the instance's row lock (SELECT ... FOR UPDATE) so two deliveries of the same reply
 serialise; `update` also checks the version, so a writer that skipped the lock cannot overwrite a
-newer state unnoticed.
+newer state unnoticed. Deadlines are computed on PostgreSQL's clock, so every function agrees on them.
 """
 
 from __future__ import annotations
@@ -29,11 +29,13 @@ def saga_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("data", JSONB, nullable=False),
         sa.Column("awaiting", sa.Text, nullable=True),
         sa.Column("version", sa.Integer, nullable=False),
+        # When the awaited reply is overdue (NULL: nothing awaited); read by the stuck-saga sweep.
+        sa.Column("deadline", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     )
     # Unfinished sagas, for the stuck-saga sweep and the invariants checker.
-    sa.Index("saga_instances_unfinished", instances.c.updated_at, postgresql_where=~instances.c.finished)
+    sa.Index(f"{instances.name}_deadlines", instances.c.deadline, postgresql_where=~instances.c.finished)
     history = sa.Table(
         "saga_history",
         metadata,
@@ -48,6 +50,12 @@ def saga_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     return instances, history
 
 
+def upgrade_saga_tables(conn: sa.Connection, instances: sa.Table) -> None:
+    """Columns added since a table was first created (create_all adds only missing tables)."""
+    conn.execute(sa.text(f'ALTER TABLE "{instances.schema}"."{instances.name}" '
+                         "ADD COLUMN IF NOT EXISTS deadline timestamptz"))
+
+
 class PostgresSagaStore:
     def __init__(self, instances: sa.Table, history: sa.Table) -> None:
         self.instances = instances
@@ -58,10 +66,27 @@ class PostgresSagaStore:
         self.append(tx, instance.saga_id, history)
 
     def lock(self, tx: sa.Connection, saga_type: str, saga_id: str) -> SagaInstance | None:
+        return self._lock(tx, saga_type, saga_id, overdue_only=False)
+
+    def lock_overdue(self, tx: sa.Connection, saga_type: str, saga_id: str) -> SagaInstance | None:
+        return self._lock(tx, saga_type, saga_id, overdue_only=True)
+
+    def overdue(self, tx: sa.Connection, saga_type: str, limit: int) -> list[str]:
+        """Ids of unfinished sagas past their deadline, oldest deadline first."""
         t = self.instances
-        row = tx.execute(
-            sa.select(t).where(t.c.saga_id == saga_id, t.c.saga_type == saga_type).with_for_update()
-        ).first()
+        return list(tx.execute(
+            sa.select(t.c.saga_id)
+            .where(~t.c.finished, t.c.saga_type == saga_type, t.c.deadline < sa.func.now())
+            .order_by(t.c.deadline)
+            .limit(limit)
+        ).scalars())
+
+    def _lock(self, tx: sa.Connection, saga_type: str, saga_id: str, *, overdue_only: bool) -> SagaInstance | None:
+        t = self.instances
+        query = sa.select(t).where(t.c.saga_id == saga_id, t.c.saga_type == saga_type)
+        if overdue_only:
+            query = query.where(~t.c.finished, t.c.deadline < sa.func.now())
+        row = tx.execute(query.with_for_update()).first()
         if row is None:
             return None
         return SagaInstance(
@@ -104,6 +129,7 @@ class PostgresSagaStore:
             "compensating": row.compensating,
             "finished": row.finished,
             "version": row.version,
+            "deadline": row.deadline.isoformat() if row.deadline is not None else None,
             "data": row.data,
             "createdAt": row.created_at.isoformat(),
             "updatedAt": row.updated_at.isoformat(),
@@ -115,7 +141,10 @@ class PostgresSagaStore:
 
 
 def _row(instance: SagaInstance) -> dict[str, Any]:
+    deadline = None if instance.deadline_after is None else (
+        sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, instance.deadline_after))
     return {
+        "deadline": deadline,
         "saga_id": instance.saga_id,
         "saga_type": instance.saga_type,
         "step": instance.step,

@@ -8,7 +8,7 @@ from cloudevents.http import CloudEvent
 from flask import Request
 
 from functions.account import schema, service
-from functions.account.messages import USER_REGISTERED, ReserveCredit, UserRegistered
+from functions.account.messages import USER_REGISTERED, ReleaseCredit, ReserveCredit, UserRegistered
 from functions.platform.config import settings
 from functions.platform.database import engine
 from functions.platform.problems import NotFound, json_api, json_response
@@ -23,6 +23,10 @@ _reserve_credit = command_handler(
     ReserveCredit, service.reserve_credit, source="/functions/account-reserve-credit"
 )
 
+_release_credit = command_handler(
+    ReleaseCredit, service.release_credit, source="/functions/account-release-credit"
+)
+
 
 def _provision(tx: sa.Connection, event: CloudEvent) -> None:
     if event["type"] != USER_REGISTERED:
@@ -34,6 +38,12 @@ def _provision(tx: sa.Connection, event: CloudEvent) -> None:
 def account_reserve_credit(request: Request) -> ResponseTuple:
     return serve(request, engine=engine(settings().database_url), inbox=schema.inbox,
                  consumer="account-reserve-credit", handle=_reserve_credit)
+
+
+@functions_framework.http
+def account_release_credit(request: Request) -> ResponseTuple:
+    return serve(request, engine=engine(settings().database_url), inbox=schema.inbox,
+                 consumer="account-release-credit", handle=_release_credit)
 
 
 @functions_framework.http

@@ -19,6 +19,20 @@ class ReserveCredit(Command):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class ReleaseCredit(Command):
+    """Compensation of ReserveCredit, sent when the saga gave up waiting for its reply: gives back
+    whatever the saga holds (nothing is fine) and bars a late ReserveCredit of the same saga."""
+
+    TYPE: ClassVar[str] = "io.knativesaga.account.releasecredit"
+    customer_id: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CreditReleased(Reply):
+    amount: Decimal  # 0 when there was nothing to release
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class CreditReserved(Reply):
     available_credit: Decimal
 

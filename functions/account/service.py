@@ -5,11 +5,14 @@ from __future__ import annotations
 from decimal import Decimal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
 
 from functions.account.messages import (
+    CreditReleased,
     CreditReserved,
     CustomerCreditLimitExceeded,
     CustomerNotFound,
+    ReleaseCredit,
     ReserveCredit,
     UserRegistered,
 )
@@ -26,9 +29,12 @@ def reserve_credit(tx: sa.Connection, saga_id: str, command: ReserveCredit) -> R
     held = tx.execute(
         sa.select(credit_reservations.c.state).where(credit_reservations.c.saga_id == saga_id)
     ).scalar_one_or_none()
-    if held is not None:
+    if held == "RESERVED":
         # This saga already holds credit (a command re-sent under another id): never twice.
         return CreditReserved(available_credit=account.available_credit)
+    if held == "RELEASED":
+        # The saga timed out and was compensated before this (late) command: reserve nothing.
+        return CustomerCreditLimitExceeded(available_credit=account.available_credit)
     if command.amount <= 0 or account.available_credit < command.amount:
         return CustomerCreditLimitExceeded(available_credit=account.available_credit)
     remaining = account.available_credit - command.amount
@@ -41,6 +47,37 @@ def reserve_credit(tx: sa.Connection, saga_id: str, command: ReserveCredit) -> R
         )
     )
     return CreditReserved(available_credit=remaining)
+
+
+def release_credit(tx: sa.Connection, saga_id: str, command: ReleaseCredit) -> Reply:
+    """Give back what the saga holds; with no reservation, leave a RELEASED marker so a late
+    ReserveCredit for the same saga reserves nothing. The account row is locked first, as
+    reserve_credit does, so the two never interleave."""
+    account = tx.execute(
+        sa.select(accounts.c.customer_id).where(accounts.c.customer_id == command.customer_id).with_for_update()
+    ).first()
+    held = tx.execute(
+        sa.select(credit_reservations).where(credit_reservations.c.saga_id == saga_id).with_for_update()
+    ).first()
+    if held is None:
+        if account is not None:
+            tx.execute(
+                insert(credit_reservations)
+                .values(saga_id=saga_id, customer_id=command.customer_id, amount=0, state="RELEASED")
+                .on_conflict_do_nothing()
+            )
+        return CreditReleased(amount=Decimal(0))
+    if held.state == "RELEASED":
+        return CreditReleased(amount=Decimal(0))
+    tx.execute(
+        sa.update(accounts)
+        .where(accounts.c.customer_id == held.customer_id)
+        .values(available_credit=accounts.c.available_credit + held.amount)
+    )
+    tx.execute(
+        sa.update(credit_reservations).where(credit_reservations.c.saga_id == saga_id).values(state="RELEASED")
+    )
+    return CreditReleased(amount=held.amount)
 
 
 def provision_account(tx: sa.Connection, event: UserRegistered, initial_credit: Decimal) -> None:

@@ -41,7 +41,9 @@ def reserve_goods(tx: sa.Connection, saga_id: str, command: ReserveGoods) -> Rep
 
 def release_goods(tx: sa.Connection, saga_id: str, command: ReleaseGoods) -> Reply:
     """Give back what the saga reserved; with no reservation, leave a RELEASED marker so a late
-    ReserveGoods for the same saga reserves nothing."""
+    ReserveGoods for the same saga reserves nothing. The item row is locked first, as reserve_goods
+    does: else a reservation committed between our read and our marker would be left held."""
+    tx.execute(sa.select(goods.c.id).where(goods.c.id == command.goods_id).with_for_update())
     held = tx.execute(
         sa.select(reservations).where(reservations.c.saga_id == saga_id).with_for_update()
     ).first()

@@ -1,8 +1,11 @@
 """The CreateOrderSaga: the whole business flow of an order, top to bottom, with its handlers.
 
 create (local, compensated by reject) -> reserve goods (compensated by release goods)
--> reserve credit -> approve (local). The goods reply carries the authoritative unit price; an order
-whose total differs is rejected with PRICE_MISMATCH after its goods are released.
+-> reserve credit (compensated by release credit) -> approve (local). The goods reply carries the
+authoritative unit price; an order whose total differs is rejected with PRICE_MISMATCH after its goods
+are released. A participant that does not answer before the step deadline rejects the order with
+TIMED_OUT; its step is compensated too, in case it acted and its reply is late. Release credit is sent
+only then: a refused credit reservation holds nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from functions.account.messages import CustomerCreditLimitExceeded, CustomerNotFound, ReserveCredit
+from functions.account.messages import CustomerCreditLimitExceeded, CustomerNotFound, ReleaseCredit, ReserveCredit
 from functions.goods.messages import GoodsNotFound, GoodsReserved, GoodsStockLimit, ReleaseGoods, ReserveGoods
 from functions.order.schema import orders
 from saga.dsl import SagaDefinition, StepFailed, fail, step
@@ -86,6 +89,14 @@ def reserve_credit(data: Data) -> ReserveCredit:
     return ReserveCredit(customer_id=data.customer_id, amount=data.order_total)
 
 
+def release_credit(data: Data) -> ReleaseCredit:
+    return ReleaseCredit(customer_id=data.customer_id)
+
+
+def handle_timeout(data: Data) -> Data:
+    return dataclasses.replace(data, rejection_reason="TIMED_OUT")
+
+
 def handle_customer_not_found(data: Data, reply: CustomerNotFound) -> Data:
     return dataclasses.replace(data, rejection_reason="UNKNOWN_CUSTOMER")
 
@@ -103,11 +114,14 @@ create_order_saga: SagaDefinition[Data] = (
     .on_reply(GoodsReserved, handle_goods_reserved)
     .on_reply(GoodsStockLimit, handle_goods_limit)
     .on_reply(GoodsNotFound, handle_goods_not_found)
+    .on_timeout(handle_timeout)
     .with_compensation(release_goods)
     .step()
     .invoke_participant(reserve_credit)
     .on_reply(CustomerNotFound, handle_customer_not_found)
     .on_reply(CustomerCreditLimitExceeded, handle_customer_credit_limit_exceeded)
+    .on_timeout(handle_timeout)
+    .with_compensation(release_credit)
     .step()
     .invoke_local(approve)
     .build(name="CreateOrderSaga", data_type=CreateOrderSagaData)

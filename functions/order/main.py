@@ -3,6 +3,7 @@ the outbox sweep. Thin edges over functions.order.service and the saga engine.""
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -19,6 +20,8 @@ from functions.platform.routing import Router
 from functions.platform.security import Principal, authenticate, require_customer_access
 from saga.crashpoints import crash_point
 from saga.delivery import ResponseTuple, serve
+
+log = logging.getLogger(__name__)
 
 
 class Money(BaseModel):
@@ -141,3 +144,14 @@ def order_saga_step(request: Request) -> ResponseTuple:
 
 
 outbox_relay = functions_framework.http(sweep_target(_db, schema.outbox))
+
+
+@functions_framework.http
+def saga_timeouts(request: Request) -> Any:
+    """PingSource target: time out sagas whose participant has not answered by the step deadline.
+    Answers 202 with no body (a body that is not a CloudEvent would count as a failed delivery)."""
+    queued = service.expire_overdue(_db())
+    if queued:
+        log.info("timed out or re-sent %d overdue saga step(s)", len(queued))
+        publish_after_commit(relay_for(_db(), schema.outbox), queued)
+    return "", 202

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from saga.inbox import inbox_table
 from saga.outbox import outbox_table
-from saga.store import saga_tables
+from saga.store import saga_tables, upgrade_saga_tables
 
 metadata = sa.MetaData(schema="orders")
 
@@ -41,3 +41,8 @@ order_requests = sa.Table(
 saga_instances, saga_history = saga_tables(metadata)
 inbox = inbox_table(metadata)
 outbox = outbox_table(metadata)
+
+
+def upgrade(conn: sa.Connection) -> None:
+    if sa.inspect(conn).has_table(saga_instances.name, schema=metadata.schema):
+        upgrade_saga_tables(conn, saga_instances)

@@ -18,13 +18,14 @@ from sqlalchemy.dialects.postgresql import insert
 
 from functions.order.create_order_saga import CreateOrderSagaData, create_order_saga
 from functions.order.schema import order_requests, orders, outbox, saga_history, saga_instances
+from functions.platform.config import settings
 from saga import outbox as outbox_
 from saga.engine import SagaEngine
 from saga.messages import stable_id
 from saga.store import PostgresSagaStore
 
 store = PostgresSagaStore(saga_instances, saga_history)
-saga_engine = SagaEngine(create_order_saga, store)
+saga_engine = SagaEngine(create_order_saga, store, step_timeout=settings().step_timeout)
 
 MAX_WAIT_SECONDS = 30.0
 
@@ -69,6 +70,21 @@ def place_order(
     if command is not None:
         outbox_.add(tx, outbox, command)
     return order_id, command
+
+
+def expire_overdue(engine: sa.Engine, *, limit: int = 500) -> list[str]:
+    """The stuck-saga sweep: every overdue saga times out (or re-sends its overdue compensation),
+    one transaction each, its command queued in the outbox with it. Returns the commands' ids."""
+    with engine.connect() as tx:
+        overdue = store.overdue(tx, create_order_saga.name, limit)
+    queued = []
+    for saga_id in overdue:
+        with engine.begin() as tx:
+            command = saga_engine.expire(tx, saga_id)
+            if command is not None:
+                outbox_.add(tx, outbox, command)
+                queued.append(command["id"])
+    return queued
 
 
 def order_view(row: Any) -> dict[str, Any]:

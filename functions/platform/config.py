@@ -29,6 +29,7 @@ class Settings:
     k_sink: str
     initial_credit: Decimal
     service_name: str
+    step_timeout: float  # seconds a saga waits for a participant's reply before compensating
 
 
 @functools.cache
@@ -45,4 +46,5 @@ def settings() -> Settings:
         k_sink=env("K_SINK", ""),
         initial_credit=Decimal(env("SAGA_INITIAL_CREDIT", "100.00")),
         service_name=env("K_SERVICE", "local"),
+        step_timeout=float(env("SAGA_STEP_TIMEOUT_SECONDS", "60")),
     )

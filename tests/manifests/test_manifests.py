@@ -64,7 +64,7 @@ def a_trigger() -> dict[str, Any]:
 # --- rendering and schemas -------------------------------------------------------------------------
 
 def test_base_and_overlay_render_with_kubectl_kustomize(base: Docs, overlay: Docs) -> None:
-    assert len(checks.knative_services(base)) == 11
+    assert len(checks.knative_services(base)) == 13
     base_ids = {(d["kind"], d["metadata"]["name"]) for d in base}
     overlay_ids = {(d["kind"], d["metadata"]["name"]) for d in overlay}
     assert base_ids < overlay_ids, "the overlay must contain the whole base"
@@ -132,7 +132,7 @@ def test_every_trigger_is_filtered_ordered_retried_and_dead_lettered(overlay: li
     sinks = {d["metadata"]["name"] for d in by_kind(overlay, "KafkaSink")}
     brokers = {d["metadata"]["name"] for d in by_kind(overlay, "Broker")}
     triggers = by_kind(overlay, "Trigger")
-    assert len(triggers) == 5
+    assert len(triggers) == 6
     problems = [p for doc in triggers for p in checks.trigger_rules(doc, services, sinks, brokers)]
     assert not problems, "\n".join(problems)
 
@@ -196,7 +196,7 @@ def test_images_are_pinned_and_the_deployed_function_image_by_digest(tmp_path: P
                                        "images": [{"name": VERSIONS["FUNCTION_IMAGE"], "digest": digest}]}))
     deployed = checks.images(checks.kustomize(tmp_path))
     ours = [i for i in deployed if i.startswith(VERSIONS["FUNCTION_IMAGE"])]
-    assert len(ours) == 12 and all(  # 11 functions + the db-init Job
+    assert len(ours) == 14 and all(  # 13 functions + the db-init Job
         i == f"{VERSIONS['FUNCTION_IMAGE']}@{digest}" for i in ours)
     problems = [p for image in deployed for p in checks.image_rules(image, digest_required=image in ours)]
     assert not problems
@@ -220,7 +220,7 @@ def test_local_stack_still_reads_the_base() -> None:
     from localstack.manifests import load
 
     manifests = load(BASE)
-    assert len(manifests.services) == 11 and len(manifests.triggers) == 5
+    assert len(manifests.services) == 13 and len(manifests.triggers) == 6
     assert manifests.services["order-api"].local_port == 8080
 
 

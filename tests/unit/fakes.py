@@ -18,6 +18,7 @@ class InMemorySagaStore:
     def __init__(self) -> None:
         self.instances: dict[str, SagaInstance] = {}
         self.history: dict[str, list[HistoryEntry]] = {}
+        self.past_deadline: set[str] = set()  # the tests' clock: which sagas are overdue now
 
     def insert(self, tx: Any, instance: SagaInstance, history: Sequence[HistoryEntry]) -> None:
         assert instance.saga_id not in self.instances, "duplicate saga id"
@@ -27,6 +28,11 @@ class InMemorySagaStore:
     def lock(self, tx: Any, saga_type: str, saga_id: str) -> SagaInstance | None:
         found = self.instances.get(saga_id)
         return found if found is not None and found.saga_type == saga_type else None
+
+    def lock_overdue(self, tx: Any, saga_type: str, saga_id: str) -> SagaInstance | None:
+        found = self.lock(tx, saga_type, saga_id)
+        overdue = found is not None and not found.finished and found.deadline_after is not None
+        return found if overdue and saga_id in self.past_deadline else None
 
     def update(self, tx: Any, instance: SagaInstance, history: Sequence[HistoryEntry]) -> None:
         if self.instances[instance.saga_id].version != instance.version - 1:

@@ -21,6 +21,7 @@ def test_the_project_manifests_route_every_saga_event() -> None:
         "io.knativesaga.goods.reserve": "goods-reserve",
         "io.knativesaga.goods.release": "goods-release",
         "io.knativesaga.account.reservecredit": "account-reserve-credit",
+        "io.knativesaga.account.releasecredit": "account-release-credit",
         "io.knativesaga.user.registered": "account-provision",
     }
     assert all(t.ordered and t.delivery.dead_letter_topic and t.delivery.retry > 0 for t in manifests.triggers)

@@ -6,7 +6,14 @@ from decimal import Decimal
 
 import pytest
 
-from functions.account.messages import CreditReserved, CustomerCreditLimitExceeded, CustomerNotFound, ReserveCredit
+from functions.account.messages import (
+    CreditReleased,
+    CreditReserved,
+    CustomerCreditLimitExceeded,
+    CustomerNotFound,
+    ReleaseCredit,
+    ReserveCredit,
+)
 from functions.goods.messages import (
     GoodsNotFound,
     GoodsReleased,
@@ -179,3 +186,72 @@ def test_reply_without_causation_is_invalid(engine: SagaEngine) -> None:
 
     with pytest.raises(InvalidMessage):
         engine.handle_reply(tx, CloudEvent(attributes, reply.get_data()))
+
+
+def test_silent_goods_participant_times_out_releases_and_ignores_the_late_reply(
+    engine: SagaEngine, store: InMemorySagaStore
+) -> None:
+    tx = RecordingTx()
+    reserve = engine.start(tx, SAGA_ID_, order())
+    assert store.instances[SAGA_ID_].deadline_after == engine.step_timeout
+    assert engine.expire(tx, SAGA_ID_) is None, "not overdue yet: nothing happens"
+    store.past_deadline.add(SAGA_ID_)
+    release = engine.expire(tx, SAGA_ID_)
+    assert release is not None and release["type"] == ReleaseGoods.TYPE, "the step may have acted: undo it"
+    assert engine.handle_reply(tx, answer(reserve, GoodsReserved(unit_price=Decimal("37")))) is None
+    assert engine.handle_reply(tx, answer(release, GoodsReleased(quantity=2))) is None
+    assert order_states(tx)[-1] == ("REJECTED", "TIMED_OUT")
+    events = [event for event, _ in store.events(SAGA_ID_)]
+    assert events.count("TIMED_OUT") == 1 and "REPLY_IGNORED" in events
+    assert store.instances[SAGA_ID_].finished and store.instances[SAGA_ID_].deadline_after is None
+
+
+def test_silent_credit_participant_times_out_releasing_credit_then_goods(
+    engine: SagaEngine, store: InMemorySagaStore
+) -> None:
+    tx = RecordingTx()
+    reserve = engine.start(tx, SAGA_ID_, order())
+    credit = engine.handle_reply(tx, answer(reserve, GoodsReserved(unit_price=Decimal("37"))))
+    store.past_deadline.add(SAGA_ID_)
+    release_credit = engine.expire(tx, SAGA_ID_)
+    store.past_deadline.clear()
+    assert release_credit is not None and release_credit["type"] == ReleaseCredit.TYPE
+    assert release_credit.get_data() == {"customer_id": "12223"}
+    assert engine.handle_reply(tx, answer(credit, CreditReserved(available_credit=Decimal("26")))) is None
+    release_goods = engine.handle_reply(tx, answer(release_credit, CreditReleased(amount=Decimal("74"))))
+    assert release_goods is not None and release_goods["type"] == ReleaseGoods.TYPE
+    assert engine.handle_reply(tx, answer(release_goods, GoodsReleased(quantity=2))) is None
+    assert order_states(tx) == [("PENDING", None), ("REJECTED", "TIMED_OUT")]
+
+
+def test_refused_credit_sends_no_release_credit(engine: SagaEngine, store: InMemorySagaStore) -> None:
+    tx = RecordingTx()
+    reserve = engine.start(tx, SAGA_ID_, order("111", 3))
+    credit = engine.handle_reply(tx, answer(reserve, GoodsReserved(unit_price=Decimal("37"))))
+    release = engine.handle_reply(tx, answer(credit, CustomerCreditLimitExceeded(available_credit=Decimal("100"))))
+    assert release is not None and release["type"] == ReleaseGoods.TYPE
+
+
+def test_overdue_compensation_is_sent_again_under_a_new_id(engine: SagaEngine, store: InMemorySagaStore) -> None:
+    tx = RecordingTx()
+    reserve = engine.start(tx, SAGA_ID_, order("70", 2))
+    first = engine.handle_reply(tx, answer(reserve, GoodsReserved(unit_price=Decimal("37"))))
+    assert first is not None and first["type"] == ReleaseGoods.TYPE
+    store.past_deadline.add(SAGA_ID_)
+    again = engine.expire(tx, SAGA_ID_)
+    assert again is not None and again["type"] == ReleaseGoods.TYPE and again["id"] != first["id"]
+    assert order_states(tx) == [("PENDING", None)], "a compensation is retried, never abandoned"
+    store.past_deadline.clear()
+    assert engine.handle_reply(tx, answer(first, GoodsReleased(quantity=2))) is None, "superseded: ignored"
+    assert not store.instances[SAGA_ID_].finished
+    assert engine.handle_reply(tx, answer(again, GoodsReleased(quantity=0))) is None
+    assert order_states(tx)[-1] == ("REJECTED", "PRICE_MISMATCH"), "the reason is the original one"
+
+
+def test_a_finished_saga_never_times_out(engine: SagaEngine, store: InMemorySagaStore) -> None:
+    tx = RecordingTx()
+    reserve = engine.start(tx, SAGA_ID_, order())
+    engine.handle_reply(tx, answer(reserve, GoodsNotFound()))
+    store.past_deadline.add(SAGA_ID_)
+    assert engine.expire(tx, SAGA_ID_) is None
+    assert order_states(tx)[-1] == ("REJECTED", "UNKNOWN_GOODS")

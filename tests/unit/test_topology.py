@@ -53,7 +53,7 @@ def test_cluster_topology_matches_what_the_local_stack_reads() -> None:
     local = load(KNATIVE)
     assert cluster.topic == local.broker_topic == "knative-broker-knative-saga-saga"
     assert cluster.dead_letter_topics == tuple(local.dead_letter_topics) == ("knative-saga-dead-letters",)
-    assert len(cluster.triggers) == len(local.triggers) == 5
+    assert len(cluster.triggers) == len(local.triggers) == 6
     for spec in local.triggers:
         trigger = cluster.trigger(spec.name)
         assert trigger.url == f"http://{spec.subscriber}.knative-saga.svc.cluster.local"
