@@ -1,0 +1,160 @@
+"""Step deadlines on real PostgreSQL: an overdue saga is timed out once by the sweep, its command
+queued in the outbox in the same transaction; the account participant's release bars a late reserve,
+including when the two race."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+from cloudevents.http import CloudEvent
+
+from functions.account import schema as account_schema
+from functions.account.main import _release_credit, _reserve_credit
+from functions.account.messages import ReleaseCredit, ReserveCredit
+from functions.goods.messages import GoodsReserved, ReleaseGoods
+from functions.order import schema as order_schema
+from functions.order import service as order_service
+from functions.order.create_order_saga import CreateOrderSagaData, create_order_saga
+from saga import outbox
+from saga.engine import SagaEngine
+from saga.messages import REPLY_KIND, reply_event
+from tests.integration.delivery import deliver
+from tests.integration.test_participants import command
+
+pytestmark = pytest.mark.integration
+
+SHORT = 0.2  # seconds: a step deadline the test can outwait
+
+
+def start_order(db: sa.Engine, step_timeout: float) -> tuple[str, CloudEvent]:
+    """A saga started by an engine with `step_timeout`; returns (order id, its first command)."""
+    order_id = str(uuid.uuid4())
+    data = CreateOrderSagaData(order_id=order_id, customer_id="12223", goods_id=1, goods_total=1,
+                               order_total=Decimal("37.00"), placed_by="test")
+    with db.begin() as tx:
+        first = SagaEngine(create_order_saga, order_service.store, step_timeout=step_timeout).start(tx, order_id, data)
+    assert first is not None
+    return order_id, first
+
+
+def overdue(db: sa.Engine, order_id: str) -> bool:
+    with db.connect() as tx:
+        return order_id in order_service.store.overdue(tx, create_order_saga.name, 10_000)
+
+
+def wait_overdue(db: sa.Engine, order_id: str) -> None:
+    deadline = time.monotonic() + 10
+    while not overdue(db, order_id):
+        assert time.monotonic() < deadline, "the saga never became overdue"
+        time.sleep(0.05)
+
+
+def saga(db: sa.Engine, order_id: str) -> dict:  # type: ignore[type-arg]
+    with db.connect() as tx:
+        found = order_service.store.describe(tx, order_id)
+    assert found is not None
+    return found
+
+
+def test_sweep_times_out_an_overdue_saga_once_and_queues_its_compensation(db: sa.Engine) -> None:
+    order_id, reserve = start_order(db, SHORT)
+    assert saga(db, order_id)["deadline"] is not None
+    wait_overdue(db, order_id)
+    with ThreadPoolExecutor(max_workers=3) as pool:  # three sweeps at once, as overlapping pings would
+        queued = [ids for ids in pool.map(lambda _: order_service.expire_overdue(db), range(3))]
+    mine = [i for ids in queued for i in ids if i in _outbox_ids(db)]
+    state = saga(db, order_id)
+    events = [h["event"] for h in state["history"]]
+    assert events.count("TIMED_OUT") == 1, "timed out exactly once"
+    assert state["compensating"] and not state["finished"]
+    assert state["data"]["rejection_reason"] == "TIMED_OUT"
+    release = [h for h in state["history"] if h["event"] == "COMPENSATION_SENT"]
+    assert [h["commandType"] for h in release] == [ReleaseGoods.TYPE]
+    assert release[0]["commandId"] in mine, "the compensation is in the outbox, committed with the state"
+    assert not overdue(db, order_id), "a fresh deadline for the compensation"
+    # The goods reply arrives late: recorded and ignored.
+    late = reply_event(GoodsReserved(unit_price=Decimal("37.00")), command=reserve,
+                       source="/functions/goods-reserve")
+    assert deliver(db, order_schema.inbox, "order-saga", order_service.saga_engine.handle_reply, late).status == 202
+    assert saga(db, order_id)["history"][-1]["event"] == "REPLY_IGNORED"
+
+
+def test_an_answered_saga_is_not_timed_out(db: sa.Engine) -> None:
+    order_id, reserve = start_order(db, 30.0)
+    reply = reply_event(GoodsReserved(unit_price=Decimal("37.00")), command=reserve,
+                        source="/functions/goods-reserve")
+    deliver(db, order_schema.inbox, "order-saga", order_service.saga_engine.handle_reply, reply)
+    order_service.expire_overdue(db)
+    assert "TIMED_OUT" not in [h["event"] for h in saga(db, order_id)["history"]]
+    assert saga(db, order_id)["deadline"] is not None, "waiting on the credit step, with a deadline"
+
+
+def _outbox_ids(db: sa.Engine) -> set[str]:
+    with db.connect() as tx:
+        return {e["id"] for e in outbox.pending(tx, order_schema.outbox)}
+
+
+def _account(db: sa.Engine, credit: str = "100.00") -> str:
+    customer = f"c-{uuid.uuid4().hex[:12]}"
+    with db.begin() as tx:
+        account_schema.open_account(tx, customer, Decimal(credit))
+    return customer
+
+
+def _available(db: sa.Engine, customer: str) -> Decimal:
+    accounts = account_schema.accounts
+    with db.connect() as tx:
+        return tx.execute(
+            sa.select(accounts.c.available_credit).where(accounts.c.customer_id == customer)).scalar_one()
+
+
+def test_release_credit_gives_back_once_and_bars_a_late_reserve(db: sa.Engine) -> None:
+    customer = _account(db)
+    saga_id = str(uuid.uuid4())
+    reserve = command(ReserveCredit(customer_id=customer, amount=Decimal("30.00")), saga_id=saga_id, step=2)
+    release = command(ReleaseCredit(customer_id=customer), saga_id=saga_id, step=2, direction="compensate")
+    deliver(db, account_schema.inbox, "account-reserve-credit", _reserve_credit, reserve)
+    assert _available(db, customer) == Decimal("70.00")
+    for _ in range(2):
+        done = deliver(db, account_schema.inbox, "account-release-credit", _release_credit, release)
+        assert done.reply is not None and done.reply[REPLY_KIND] == "CreditReleased"
+    assert _available(db, customer) == Decimal("100.00")
+    # Released before its reserve arrived: the late reserve takes nothing.
+    other = str(uuid.uuid4())
+    deliver(db, account_schema.inbox, "account-release-credit", _release_credit,
+            command(ReleaseCredit(customer_id=customer), saga_id=other, step=2, direction="compensate"))
+    late = deliver(db, account_schema.inbox, "account-reserve-credit", _reserve_credit,
+                   command(ReserveCredit(customer_id=customer, amount=Decimal("30.00")), saga_id=other, step=2))
+    assert late.reply is not None and late.reply[REPLY_KIND] == "CustomerCreditLimitExceeded"
+    assert _available(db, customer) == Decimal("100.00")
+
+
+def test_racing_reserve_and_release_never_leave_credit_held(db: sa.Engine) -> None:
+    customer = _account(db, "1000.00")
+    sagas = [str(uuid.uuid4()) for _ in range(20)]
+
+    def race(saga_id: str) -> None:
+        reserve = command(ReserveCredit(customer_id=customer, amount=Decimal("10.00")), saga_id=saga_id, step=2)
+        release = command(ReleaseCredit(customer_id=customer), saga_id=saga_id, step=2, direction="compensate")
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            done = list(pool.map(
+                lambda pair: deliver(db, account_schema.inbox, pair[0], pair[1], pair[2]),
+                [("account-reserve-credit", _reserve_credit, reserve),
+                 ("account-release-credit", _release_credit, release)],
+            ))
+        for delivered in done:  # a lost race is a retryable failure; the dispatcher would redeliver
+            if delivered.status >= 500:
+                pytest.fail(f"a delivery failed: {delivered.problem}")
+
+    for saga_id in sagas:
+        race(saga_id)
+    assert _available(db, customer) == Decimal("1000.00")
+    held = account_schema.credit_reservations
+    with db.connect() as tx:
+        states = tx.execute(sa.select(held.c.state).where(held.c.saga_id.in_(sagas))).scalars().all()
+    assert set(states) == {"RELEASED"} and len(states) == len(sagas)
