@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test lint unit bench clean
+.PHONY: help venv dev test lint unit bench chaos clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -28,8 +28,8 @@ dev: venv ## start Kafka, PostgreSQL and every function: the whole local stack (
 	$(BIN)/saga dev $(ARGS)
 
 lint: venv ## ruff and mypy
-	$(BIN)/ruff check saga functions localstack bench tests
-	$(BIN)/mypy saga functions localstack bench
+	$(BIN)/ruff check saga functions localstack bench chaos tests
+	$(BIN)/mypy saga functions localstack bench chaos
 
 unit: venv ## unit tests only (no infrastructure)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -39,6 +39,9 @@ test: venv lint ## every test: unit, manifests, integration (real Kafka + Postgr
 
 bench: venv ## measure throughput, latency, cold starts, footprint, cost per saga (ARGS=--smoke: 1 min)
 	$(BIN)/python -m bench $(ARGS)
+
+chaos: venv ## faults injected under load, then every invariant checked (ARGS=--short: the CI run, ~3 min)
+	$(BIN)/python -m chaos $(ARGS)
 
 clean: ## remove the test stack's data (keeps the downloaded Kafka jars and the dev data)
 	rm -rf .local/test

@@ -17,7 +17,7 @@ from aiohttp import web
 from cloudevents.conversion import to_binary
 from cloudevents.exceptions import GenericException as CloudEventError
 from cloudevents.http import CloudEvent, from_http
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from localstack.process import Child, port_open, start_child
 from saga.eventing.records import kafka_record
@@ -248,8 +248,16 @@ class Gateway:
             loop.call_soon_threadsafe(settle, error)
 
         record = kafka_record(event, self.broker_topic)
-        self.producer.produce(record.topic, value=record.value, key=record.key,
-                              headers=list(record.headers.items()), on_delivery=on_delivery)
+        try:
+            self.producer.produce(record.topic, value=record.value, key=record.key,
+                                  headers=list(record.headers.items()), on_delivery=on_delivery)
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                return web.Response(status=413, text="the event is larger than the broker takes")
+            log.warning("ingress: event %s refused by the producer: %s", event["id"], exc)
+            return web.Response(status=503, text="the broker could not take the event")
+        except BufferError:
+            return web.Response(status=503, text="the broker is behind; try again")
         try:
             error = await asyncio.wait_for(delivered, timeout=10)
         except TimeoutError:

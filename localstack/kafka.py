@@ -146,6 +146,12 @@ class KafkaServer:
             return False
         return True
 
+    def crash(self) -> None:
+        """SIGKILL: no controlled shutdown, log recovery at the next start. For the fault-injection run."""
+        if self._child is not None:
+            self._child.kill()
+            self._child = None
+
     def stop(self) -> None:
         if self._child is not None:
             self._child.stop(grace=30.0)

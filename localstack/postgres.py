@@ -109,6 +109,14 @@ class PostgresServer:
         if not self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"):
             self._psql(f"CREATE DATABASE {DATABASE} OWNER {ROLE}")
 
+    def crash(self) -> None:
+        """Immediate shutdown (SIGQUIT): no checkpoint, crash recovery at the next start, as after a
+        power cut (`pg_ctl stop -m immediate`). For the fault-injection run."""
+        if self._child is not None:
+            self._child.popen.send_signal(3)
+            self._child.popen.wait(timeout=30)
+            self._child = None
+
     def stop(self) -> None:
         if self._child is not None:
             # SIGTERM is PostgreSQL's "smart" shutdown, which waits for clients; SIGINT is "fast".

@@ -9,6 +9,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -44,9 +45,11 @@ def ping_interval(schedule: str) -> float:
 
 class Stack:
     def __init__(self, repo: Path, root: Path, infra: Infra, *, port_offset: int = 0, idle_seconds: float = 60.0,
-                 keep_warm: bool = False, ping_every: float | None = None, kafka_suffix: str = "") -> None:
+                 keep_warm: bool = False, ping_every: float | None = None, kafka_suffix: str = "",
+                 env: Mapping[str, str] | None = None) -> None:
         """`kafka_suffix` names a throwaway stack's topics and consumer groups apart from others on the
-        same Kafka (tests run several), and makes the stack delete its topics when it stops."""
+        same Kafka (tests run several), and makes the stack delete its topics when it stops. `env` is
+        set in every function's environment over the manifests' (say, a short step timeout)."""
         self.repo = repo
         self.root = root
         self.infra = infra
@@ -55,6 +58,7 @@ class Stack:
         self.keep_warm = keep_warm
         self.ping_every = ping_every
         self.kafka_suffix = kafka_suffix
+        self.env = dict(env or {})
         self.manifests: Manifests = load(repo / "knative")
         self.ports = self._assign_ports()
         self.ingress_url = (
@@ -146,6 +150,7 @@ class Stack:
             else:
                 env[var.name] = self._localise(var.value or "")
         private_port = FIRST_PRIVATE_PORT + self.port_offset + index
+        env.update(self.env)
         env.update({"PORT": str(private_port), "K_SERVICE": service.name})
         if service.name in self.manifests.bound_to_broker:
             env["K_SINK"] = self.ingress_url
@@ -191,11 +196,15 @@ class Stack:
     def topology_file(self) -> Path:
         return self.root / TOPOLOGY_FILE
 
-    def redeploy(self, service: str, source: str | None = None, target: str | None = None) -> None:
+    def redeploy(self, service: str, source: str | None = None, target: str | None = None, *,
+                 env: Mapping[str, str] | None = None) -> None:
         """Roll `service` to other code (FUNCTION_SOURCE/FUNCTION_TARGET), or back to the manifests' with
-        no arguments: a new revision, as `kubectl apply` of a changed Service would make."""
+        no arguments: a new revision, as `kubectl apply` of a changed Service would make. `env`
+        changes its environment from this revision on (say, a rotated Secret)."""
         spec = self.manifests.services[service]
         assert self.gateway is not None
+        if env is not None:
+            self.gateway.functions[service].env.update(env)
         argv = list(self.gateway.functions[service].argv)
         argv[argv.index("--source") + 1] = source or spec.env_value("FUNCTION_SOURCE") or ""
         argv[argv.index("--target") + 1] = target or spec.env_value("FUNCTION_TARGET") or ""

@@ -28,10 +28,13 @@ Handler = Callable[[sa.Connection, CloudEvent], CloudEvent | None]
 ResponseTuple = tuple[Any, int, dict[str, str]]
 
 PROBLEM = "application/problem+json"
+MAX_EVENT_BYTES = 1024 * 1024  # Kafka's default record limit: no event the broker carried is larger
 
 
 def serve(request: Any, *, engine: sa.Engine, inbox: sa.Table, consumer: str, handle: Handler) -> ResponseTuple:
     """The body of an event-driven http function; `request` is the Flask request."""
+    if (request.content_length or 0) > MAX_EVENT_BYTES:
+        return problem(413, "Event too large", f"an event is at most {MAX_EVENT_BYTES} bytes (the broker's limit)")
     try:
         event = from_http(dict(request.headers), request.get_data())
     except CloudEventError as exc:
@@ -45,6 +48,10 @@ def serve(request: Any, *, engine: sa.Engine, inbox: sa.Table, consumer: str, ha
         else:
             log.error("%s: event %s rejected: %s", consumer, event["id"], exc)
         return problem(exc.status, type(exc).__name__, str(exc))
+    except sa.exc.DataError as exc:
+        # A value PostgreSQL refuses (out of range, NUL in text): no redelivery can change that.
+        log.error("%s: event %s rejected by the database: %s", consumer, event["id"], exc.orig)
+        return problem(400, "InvalidMessage", "a value in the event is out of range or malformed")
     except Exception:
         log.exception("%s: event %s failed", consumer, event["id"])
         return problem(500, "Internal error", "the event could not be handled; it will be redelivered")

@@ -9,8 +9,9 @@ A reply is applied only if it answers the command the saga is waiting for; anyth
 
 Every awaited command has a deadline (`step_timeout` after it is sent). `expire` is what the stuck-saga
 sweep calls on an overdue saga: a forward step times out and the saga compensates, this step included
-(the participant may have acted, its reply late); an overdue compensation is sent again under a new id
-(participants' compensations are idempotent per saga), so a lost or dead-lettered one cannot strand it.
+(the participant may have acted, its reply late); an overdue compensation is sent again with the same
+id, so a lost or dead-lettered one cannot strand the saga: a participant that already acted on it
+answers again from its inbox, and whichever answer arrives first is taken.
 """
 
 from __future__ import annotations
@@ -208,7 +209,7 @@ class SagaEngine(Generic[D]):
             assert current.compensation is not None
             name = current.compensation_name or current.name
             command = self._send(run, instance.step, name, current.compensation(run.data), Event.COMPENSATION_SENT,
-                                 "compensate", attempt=instance.version, overdue=instance.awaiting)
+                                 "compensate", resent=True)
         else:
             run.record(instance.step, current.name, Event.TIMED_OUT, commandId=instance.awaiting)
             run.awaiting = None
@@ -270,16 +271,13 @@ class SagaEngine(Generic[D]):
         return None
 
     def _send(self, run: _Run[D], index: int, name: str, command: Any, event: Event, direction: str,
-              *, attempt: int | None = None, overdue: str | None = None) -> CloudEvent:
-        """`attempt` (a re-send of an overdue compensation) gives the command a new id, so the
-        participant acts on it even if the first one reached it; its compensation is idempotent."""
+              *, resent: bool = False) -> CloudEvent:
         saga_id = run.instance.saga_id
-        command_id = stable_id(saga_id, index, direction) if attempt is None else stable_id(
-            saga_id, index, direction, attempt)
+        command_id = stable_id(saga_id, index, direction)
         run.awaiting = command_id
         detail: dict[str, Any] = {"commandId": command_id, "commandType": command.TYPE}
-        if overdue is not None:
-            detail["resends"] = overdue
+        if resent:
+            detail["resent"] = True
         run.record(index, name, event, **detail)
         return command_event(
             command, event_id=command_id, source=self.source, saga_type=self.definition.name,

@@ -99,7 +99,10 @@ def _coerce(owner: str, name: str, hint: Any, value: Any) -> Any:
         if hint is Decimal:
             if isinstance(value, bool) or not isinstance(value, str | int):
                 raise TypeError
-            return Decimal(str(value))
+            number = Decimal(str(value))
+            if not number.is_finite():  # NaN and Infinity are no amount of money
+                raise TypeError
+            return number
         if hint is int:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError

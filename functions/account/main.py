@@ -11,6 +11,7 @@ from functions.account import schema, service
 from functions.account.messages import USER_REGISTERED, ReleaseCredit, ReserveCredit, UserRegistered
 from functions.platform.config import settings
 from functions.platform.database import engine
+from functions.platform.ids import CUSTOMER_ID
 from functions.platform.problems import NotFound, json_api, json_response
 from functions.platform.routing import Router
 from functions.platform.security import authenticate, require_customer_access
@@ -54,6 +55,8 @@ def account_provision(request: Request) -> ResponseTuple:
 
 def _get_account(request: Request, customer_id: str):  # type: ignore[no-untyped-def]
     require_customer_access(authenticate(request), customer_id)
+    if not CUSTOMER_ID.fullmatch(customer_id):  # customer ids are this shape: anything else cannot exist
+        raise NotFound(f"account {customer_id} does not exist")
     with engine(settings().database_url).connect() as tx:
         found = service.describe_account(tx, customer_id)
     if found is None:

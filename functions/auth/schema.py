@@ -1,5 +1,6 @@
 """The auth service's tables, in PostgreSQL schema `auth`: users, refresh tokens (single use,
-grouped in families so a reused token revokes its whole family), and the outbox."""
+grouped in families so a reused token revokes its whole family), failed-login counters (the login
+rate limit, shared by every auth pod) and the outbox."""
 
 from __future__ import annotations
 
@@ -35,6 +36,15 @@ refresh_tokens = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+# Failed logins per key ("user:<name>", "address:<ip>") in the current window.
+login_failures = sa.Table(
+    "login_failures",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("failures", sa.Integer, nullable=False),
 )
 
 outbox = outbox_table(metadata)

@@ -9,6 +9,7 @@ from functions.goods import schema, service
 from functions.goods.messages import ReleaseGoods, ReserveGoods
 from functions.platform.config import settings
 from functions.platform.database import engine
+from functions.platform.ids import MAX_INTEGER_ID
 from functions.platform.problems import NotFound, json_api, json_response
 from functions.platform.routing import Router
 from functions.platform.security import authenticate
@@ -33,6 +34,8 @@ def goods_release(request: Request) -> ResponseTuple:
 
 def _get_goods(request: Request, goods_id: int):  # type: ignore[no-untyped-def]
     authenticate(request)  # any authenticated caller may read the catalogue
+    if goods_id > MAX_INTEGER_ID:  # beyond the id column's range: cannot exist
+        raise NotFound(f"goods {goods_id} does not exist")
     with engine(settings().database_url).connect() as tx:
         found = service.describe_goods(tx, goods_id)
     if found is None:

@@ -15,6 +15,7 @@ from functions.order import schema, service
 from functions.platform.config import settings
 from functions.platform.database import engine
 from functions.platform.events import publish_after_commit, relay_for, sweep_target
+from functions.platform.ids import CUSTOMER_ID, MAX_INTEGER_ID, ORDER_ID
 from functions.platform.problems import BadRequest, NotFound, Unprocessable, json_api, json_response
 from functions.platform.routing import Router
 from functions.platform.security import Principal, authenticate, require_customer_access
@@ -33,7 +34,7 @@ class Money(BaseModel):
 class OrderRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     customerId: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-    goodsId: Annotated[StrictInt, Field(ge=1)]
+    goodsId: Annotated[StrictInt, Field(ge=1, le=MAX_INTEGER_ID)]
     goodsTotal: Annotated[StrictInt, Field(ge=1, le=100_000)]
     orderTotal: Money
 
@@ -76,6 +77,8 @@ def _place_order(request: Request) -> Any:
 def _list_orders(request: Request) -> Any:
     principal = authenticate(request)
     wanted = request.args.get("customerId")
+    if wanted is not None and not CUSTOMER_ID.fullmatch(wanted):
+        raise Unprocessable("customerId must be 1-64 letters, digits, _ or -", field="customerId")
     if not principal.is_admin:
         wanted = principal.customer_id
         if wanted is None:
@@ -86,6 +89,8 @@ def _list_orders(request: Request) -> Any:
 
 
 def _owned_order(principal: Principal, order_id: str, wait: float = 0.0) -> Any:
+    if not ORDER_ID.fullmatch(order_id):  # order ids are UUIDs: anything else cannot exist
+        raise NotFound(f"order {order_id} does not exist")
     row = service.find_order(_db(), order_id, wait=wait)
     if row is None:
         raise NotFound(f"order {order_id} does not exist")

@@ -30,6 +30,12 @@ class Settings:
     initial_credit: Decimal
     service_name: str
     step_timeout: float  # seconds a saga waits for a participant's reply before compensating
+    login_user_failures: int  # failed logins per username within the window before 429
+    login_user_window: float
+    login_address_failures: int  # failed logins per client address within the window before 429
+    login_address_window: float
+    jwks_cache_seconds: float  # how long verifiers keep the JWKS (a retired key verifies until then)
+    trusted_proxy_hops: int  # X-Forwarded-For entries appended by our own proxies (the ingress gateway)
 
 
 @functools.cache
@@ -47,4 +53,10 @@ def settings() -> Settings:
         initial_credit=Decimal(env("SAGA_INITIAL_CREDIT", "100.00")),
         service_name=env("K_SERVICE", "local"),
         step_timeout=float(env("SAGA_STEP_TIMEOUT_SECONDS", "60")),
+        login_user_failures=int(env("SAGA_LOGIN_USER_FAILURES", "5")),
+        login_user_window=float(env("SAGA_LOGIN_USER_WINDOW_SECONDS", "300")),
+        login_address_failures=int(env("SAGA_LOGIN_ADDRESS_FAILURES", "20")),
+        login_address_window=float(env("SAGA_LOGIN_ADDRESS_WINDOW_SECONDS", "60")),
+        jwks_cache_seconds=float(env("SAGA_JWKS_CACHE_SECONDS", "300")),
+        trusted_proxy_hops=int(env("SAGA_TRUSTED_PROXY_HOPS", "0")),
     )

@@ -114,6 +114,10 @@ def json_api(function: Callable[[Request], Any]) -> Callable[[Request], Any]:
             return problem_response(400, "Bad Request", "the body must be JSON")
         except WerkzeugBadRequest:
             return problem_response(400, "Bad Request", "the body is not valid JSON")
+        except sqlalchemy.exc.DataError:
+            # A value PostgreSQL refuses (out of range, NUL in text) that validation let through.
+            log.warning("value refused by the database", exc_info=True)
+            return problem_response(400, "Bad Request", "a value in the request is out of range or malformed")
         except (TransientFailure, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError):
             log.warning("transient failure", exc_info=True)
             return problem_response(503, "Service Unavailable", "try again shortly", headers={"Retry-After": "1"})

@@ -88,9 +88,12 @@ def principal_from(claims: dict[str, Any]) -> Principal:
     )
 
 
-def jwks_key_lookup(jwks_url: str) -> KeyLookup:
-    """Keys from the auth function's JWKS, cached; an unknown kid triggers one refetch (rotation)."""
-    client = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=5)
+def jwks_key_lookup(jwks_url: str, cache_seconds: float = 300.0) -> KeyLookup:
+    """Keys from the auth function's JWKS, cached for `cache_seconds`; an unknown kid triggers one
+    refetch (a new key is usable at once), a retired key stops verifying when the cache expires."""
+    # No per-kid cache (it never expires, so a retired key would verify forever): the JWK set is cached.
+    client = jwt.PyJWKClient(jwks_url, cache_keys=False, lifespan=cache_seconds, timeout=5,
+                             cooldown_duration=min(30.0, cache_seconds))
 
     def key_for(kid: str) -> Any:
         try:
@@ -106,7 +109,8 @@ def jwks_key_lookup(jwks_url: str) -> KeyLookup:
 @functools.cache
 def _verifier() -> TokenVerifier:
     config = settings()
-    return TokenVerifier(config.jwt_issuer, config.jwt_audience, jwks_key_lookup(config.jwks_url))
+    return TokenVerifier(config.jwt_issuer, config.jwt_audience,
+                         jwks_key_lookup(config.jwks_url, config.jwks_cache_seconds))
 
 
 def bearer_token(request: Request) -> str:

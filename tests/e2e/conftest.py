@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from localstack.databases import throwaway_database
 from localstack.infra import Infra, repo_root
 from localstack.invariants import unbalanced_books
+from localstack.stack import Stack
 from tests.e2e.client import ADMIN_PASSWORD, DEMO_PASSWORD, SERVICES, Api, Customer
 
 GATEWAY = os.environ.get("SAGA_E2E_BASE_URL")
@@ -24,25 +25,48 @@ def e2e_database(infra: Infra) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
-def api(request: pytest.FixtureRequest) -> Iterator[Api]:
-    if GATEWAY:
-        client = Api(dict.fromkeys(SERVICES, GATEWAY), host=os.environ.get("SAGA_E2E_HOST"))
-        yield client
-        client.close()
-        return
-    from localstack.stack import Stack
+# Shorter than production so the tests can watch them act: a step deadline (TIMED_OUT), the verifiers'
+# JWKS cache (key rotation) and the login-limit windows (429, then allowed again).
+E2E_ENV = {
+    "SAGA_STEP_TIMEOUT_SECONDS": "10",
+    "SAGA_JWKS_CACHE_SECONDS": "2",
+    "SAGA_LOGIN_USER_WINDOW_SECONDS": "10",
+    "SAGA_LOGIN_ADDRESS_WINDOW_SECONDS": "10",
+}
 
+
+@pytest.fixture(scope="session")
+def local_stack(request: pytest.FixtureRequest) -> Iterator[Stack | None]:
+    """The whole local stack for the session (None against a cluster's gateway)."""
+    if GATEWAY:
+        yield None
+        return
     infra: Infra = request.getfixturevalue("infra")
     database = request.getfixturevalue("e2e_database")
     repo = repo_root()
     with Stack(repo, repo / ".local" / "test", replace(infra, database_url=database), port_offset=10000,
-               idle_seconds=120) as stack:
-        client = Api(stack.public_urls)
-        yield client
-        client.close()
+               idle_seconds=120, ping_every=1.0, env=E2E_ENV) as stack:
+        yield stack
         books = unbalanced_books(sa.create_engine(database))
         assert not books, f"the books do not balance after the e2e run: {books}"
+
+
+@pytest.fixture(scope="session")
+def api(local_stack: Stack | None) -> Iterator[Api]:
+    if local_stack is None:
+        client = Api(dict.fromkeys(SERVICES, GATEWAY or ""), host=os.environ.get("SAGA_E2E_HOST"))
+    else:
+        client = Api(local_stack.public_urls)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def stack(local_stack: Stack | None) -> Stack:
+    """For tests that act on the stack itself (freeze a function, roll a Secret): local only."""
+    if local_stack is None:
+        pytest.skip("acts on the local stack's processes")
+    return local_stack
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Fault injection under load with an invariant checker (`make chaos`); see docs/guarantees.md."""

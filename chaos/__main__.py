@@ -1,0 +1,193 @@
+"""`make chaos`: orders at a steady rate through the whole local stack while faults are injected at
+random moments; then, with the faults stopped and the stack quiet, every invariant is checked over
+everything that happened. Prints one JSON line and exits non-zero on any violation.
+
+Bounded: at most `--orders` orders and `--faults-per-kind` faults of each kind, within `--max-minutes`;
+localhost only, on a PostgreSQL and a Kafka of its own (fresh each run). See docs/guarantees.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from decimal import Decimal
+from typing import Any
+
+import click
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+
+from chaos import checks
+from chaos.faults import KINDS, Injector
+from chaos.infra import ChaosInfra
+from chaos.load import Load
+from functions.account.schema import accounts
+from functions.goods.schema import goods
+from localstack.infra import repo_root
+from localstack.invariants import DEMO_STOCK
+from localstack.process import wait_until
+from localstack.stack import Stack
+
+log = logging.getLogger("chaos")
+
+PORT_OFFSET = 3000  # apart from dev (0), bench (5000) and tests (10000); below the ephemeral ports
+ADMIN = ("admin", "admin-password-dev")  # the local stack's admin (CONTRACT.md): orders for any customer
+DEMO_USER = ("lisa", "lisa-password-dev")
+# A catalogue of its own: one item scarce enough to sell out (INSUFFICIENT_GOODS), customers whose
+# credit runs out during a long run (INSUFFICIENT_CREDIT, a compensated saga).
+GOODS = {3000 + n: (Decimal(f"{5 + 3 * n}.00"), 10**6) for n in range(9)} | {3009: (Decimal("7.00"), 60)}
+CUSTOMERS = [f"chaos-{n:02d}" for n in range(40)]
+CREDIT = Decimal("1500.00")
+QUIET_SECONDS = 300.0
+
+
+@click.command()
+@click.option("--orders", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Orders to have accepted (at least); the run goes on until the faults are done too.")
+@click.option("--faults-per-kind", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--rate", type=click.FloatRange(min=0.5, max=50), default=4.0, show_default=True,
+              help="Orders placed per second.")
+@click.option("--step-timeout", type=click.FloatRange(min=1), default=5.0, show_default=True,
+              help="Seconds a saga waits for a participant before it times out (the stack's step deadline).")
+@click.option("--max-minutes", type=click.FloatRange(min=1), default=90.0, show_default=True)
+@click.option("--seed", type=int, default=None, help="Random seed (printed; the same seed picks the same faults).")
+@click.option("--short", is_flag=True, help="The CI run: 120 orders, 2 faults of each kind.")
+def main(orders: int, faults_per_kind: int, rate: float, step_timeout: float, max_minutes: float,
+         seed: int | None, short: bool) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "localstack.gateway"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if short:
+        orders, faults_per_kind = 120, 2
+    seed = seed if seed is not None else random.randrange(2**32)
+    report = run(orders=orders, faults_per_kind=faults_per_kind, rate=rate, step_timeout=step_timeout,
+                 deadline=time.monotonic() + max_minutes * 60, seed=seed)
+    click.echo(json.dumps(report, default=str))
+    if report["violations"] or not report["completed"]:
+        sys.exit(1)
+
+
+def run(*, orders: int, faults_per_kind: int, rate: float, step_timeout: float, deadline: float,
+        seed: int) -> dict[str, Any]:
+    repo = repo_root()
+    root = repo / ".local" / "chaos"
+    started = time.monotonic()
+    infra = ChaosInfra(repo, root)
+    with infra as servers:
+        env = {"SAGA_STEP_TIMEOUT_SECONDS": str(step_timeout)}
+        with Stack(repo, root / "stack", servers, port_offset=PORT_OFFSET, keep_warm=True, ping_every=1.0,
+                   kafka_suffix=f"-chaos-{uuid.uuid4().hex[:6]}", env=env) as stack:
+            db = sa.create_engine(servers.database_url, pool_pre_ping=True)
+            _seed(db)
+            load = Load(stack.url("order-api"), stack.url("auth-api"), ADMIN, DEMO_USER, CUSTOMERS,
+                        {item: price for item, (price, _) in GOODS.items()}, rate=rate, seed=seed)
+            injector = Injector(stack, infra, freeze_seconds=step_timeout + 3.0)
+            stop_load = threading.Event()
+            # Orders flow the whole time faults are injected, and on until enough were accepted.
+            loader = threading.Thread(target=load.run, args=(stop_load, orders * 10), name="load", daemon=True)
+            loader.start()
+            completed = _inject(injector, faults_per_kind, random.Random(seed), deadline)
+            while len(load.outcome.accepted) < orders and time.monotonic() < deadline and loader.is_alive():
+                time.sleep(0.2)
+            completed = completed and len(load.outcome.accepted) >= orders
+            stop_load.set()
+            loader.join(timeout=200)
+            load.close()
+            faults_done = time.monotonic()
+            quiet = _quiet(db)
+            dead = checks.dead_letters(servers.kafka_bootstrap, stack.topology.dead_letter_topics)
+            found = checks.invariants(db, load.outcome.accepted, _initial_stock(), dead)
+            outcomes = _outcomes(db)
+            db.dispose()
+    record, outcome = injector.record, load.outcome
+    return {
+        "completed": completed,
+        "seed": seed,
+        "orders_accepted": len(outcome.accepted),
+        "orders_given_up": outcome.given_up,
+        "outcomes": outcomes,
+        "faults": dict(record.by_kind),
+        "functions_killed": dict(record.killed),
+        "killed_mid_request": record.killed_mid_request,
+        "participants_frozen": dict(record.frozen),
+        "records_redelivered": record.redelivered,
+        "client_answers": outcome.statuses,
+        "client_retries": outcome.retried,
+        "logins": {"ok": outcome.logins, "failed": outcome.logins_failed},
+        "dead_letters": len(dead),
+        "quiet_after_seconds": quiet,
+        "invariants": {name: not rows for name, rows in found.items()},
+        "violations": {name: rows for name, rows in found.items() if rows},
+        "seconds": round(time.monotonic() - started),
+        "fault_seconds": round(faults_done - started),
+    }
+
+
+def _inject(injector: Injector, per_kind: int, chooser: random.Random, deadline: float) -> bool:
+    """Faults at random moments, kinds in random order, until each kind reached `per_kind`."""
+    left = Counter(dict.fromkeys(KINDS, per_kind))
+    while +left:
+        if time.monotonic() > deadline:
+            log.warning("time limit reached with faults left: %s", dict(+left))
+            return False
+        time.sleep(chooser.uniform(0.2, 2.0))
+        kind = chooser.choice(sorted(+left))
+        try:
+            injector.inject(kind)
+        except Exception:
+            log.exception("injecting %s failed", kind)
+            raise
+        left[kind] -= 1
+    return True
+
+
+def _seed(db: sa.Engine) -> None:
+    with db.begin() as tx:
+        tx.execute(insert(goods).values([
+            {"id": item, "name": f"chaos item {item}", "unit_price": price, "stock": stock}
+            for item, (price, stock) in GOODS.items()
+        ]))
+        tx.execute(insert(accounts).values([
+            {"customer_id": customer, "credit_limit": CREDIT, "available_credit": CREDIT} for customer in CUSTOMERS
+        ]))
+
+
+def _initial_stock() -> dict[int, int]:
+    return {**DEMO_STOCK, **{item: stock for item, (_, stock) in GOODS.items()}}
+
+
+def _quiet(db: sa.Engine) -> float:
+    """Wait until no saga is unfinished and the outbox is empty; the seconds it took."""
+    started = time.monotonic()
+
+    def settled() -> bool:
+        try:
+            with db.connect() as tx:
+                unfinished = tx.execute(sa.text("SELECT count(*) FROM orders.saga_instances WHERE NOT finished"))
+                queued = tx.execute(sa.text("SELECT count(*) FROM orders.outbox"))
+                return unfinished.scalar_one() == 0 and queued.scalar_one() == 0
+        except sa.exc.OperationalError:
+            return False
+
+    try:
+        wait_until(settled, timeout=QUIET_SECONDS, what="every saga to finish", interval=0.5)
+    except TimeoutError:
+        log.warning("not quiet after %.0f s; checking anyway", QUIET_SECONDS)
+    return round(time.monotonic() - started, 1)
+
+
+def _outcomes(db: sa.Engine) -> dict[str, int]:
+    with db.connect() as tx:
+        rows = tx.execute(sa.text("SELECT state, coalesce(rejection_reason, '') AS reason, count(*) AS n "
+                                  "FROM orders.orders GROUP BY 1, 2 ORDER BY 1, 2"))
+        return {f"{r.state} {r.reason}".strip(): r.n for r in rows}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The checker: after the faults, with the stack quiet, read everything that happened and hold it to
+the invariants. Each returns the offending rows (at most a few, for the report); empty means it held."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from typing import Any, cast
+
+import sqlalchemy as sa
+from confluent_kafka import Consumer, TopicPartition
+
+from chaos.load import Order
+from functions.account.schema import credit_reservations
+from functions.goods.schema import reservations
+from functions.order.schema import orders, saga_history, saga_instances
+from localstack.invariants import unbalanced_books
+
+SAMPLES = 5  # offending rows shown per invariant
+# The CreateOrderSaga's steps that have a compensation, and its name: what a rejected saga must undo.
+COMPENSATED_STEPS = {0: "reject", 1: "release_goods", 2: "release_credit"}
+DONE_ONCE = ("STARTED", "LOCAL_DONE", "COMMAND_SENT", "TIMED_OUT", "COMPENSATING", "COMPENSATION_DONE", "FINISHED")
+
+
+def invariants(db: sa.Engine, accepted: Iterable[Order], initial_stock: dict[int, int],
+               dead_letters: list[dict[str, str]]) -> dict[str, list[Any]]:
+    accepted = list(accepted)
+    found: dict[str, list[Any]] = {}
+    with db.connect() as tx:
+        stored = {r.order_id: r for r in tx.execute(sa.select(orders))}
+        goods_held = {r.saga_id: r for r in tx.execute(sa.select(reservations))}
+        credit_held = {r.saga_id: r for r in tx.execute(sa.select(credit_reservations))}
+        history: dict[str, list[Any]] = defaultdict(list)
+        for entry in tx.execute(sa.select(saga_history).order_by(saga_history.c.id)):
+            history[entry.saga_id].append(entry)
+        sagas = {r.saga_id: r for r in tx.execute(sa.select(saga_instances))}
+
+    found["every accepted order is stored and ended"] = [
+        (o.order_id, stored[o.order_id].state if o.order_id in stored else "missing")
+        for o in accepted if o.order_id not in stored or stored[o.order_id].state not in ("APPROVED", "REJECTED")
+    ]
+    found["accepted orders are stored as sent"] = [
+        o.order_id for o in accepted if o.order_id in stored and (
+            stored[o.order_id].customer_id, stored[o.order_id].goods_id, stored[o.order_id].goods_total,
+            stored[o.order_id].order_total) != (o.customer_id, o.goods_id, o.quantity, o.total)
+    ]
+    found["no order without its saga"] = [order_id for order_id in stored if order_id not in sagas]
+    # Stock + reserved = initial per item, credit limit = available + reserved per account, no saga
+    # unfinished, no order pending, the outbox empty (localstack/invariants.py).
+    found["books balance"] = [f"{name}: {rows[:SAMPLES]}" for name, rows in unbalanced_books(db, initial_stock).items()]
+
+    no_step_twice: list[Any] = []
+    unfinished: list[Any] = []
+    uncompensated: list[Any] = []
+    outcome_mismatch: list[Any] = []
+    holdings: list[Any] = []
+    for order_id, order in stored.items():
+        entries = history.get(order_id, [])
+        counts = Counter((e.step, e.event) for e in entries if e.event in DONE_ONCE)
+        twice = sorted({f"{event}@{step}" for (step, event), n in counts.items() if n > 1})
+        if twice:
+            no_step_twice.append((order_id, twice))
+        finished = [e for e in entries if e.event == "FINISHED"]
+        if len(finished) != 1:
+            unfinished.append(order_id)
+            continue
+        expected = "COMPLETED" if order.state == "APPROVED" else "COMPENSATED"
+        if finished[0].detail.get("outcome") != expected:
+            outcome_mismatch.append((order_id, order.state, finished[0].detail.get("outcome")))
+        if order.state == "REJECTED":
+            missing = [COMPENSATED_STEPS[step] for step in _steps_to_undo(entries)
+                       if (step, "COMPENSATION_DONE") not in counts]
+            if missing:
+                uncompensated.append((order_id, missing))
+        goods = goods_held.get(order_id)
+        credit = credit_held.get(order_id)
+        holds = (goods is not None and goods.state == "RESERVED", credit is not None and credit.state == "RESERVED")
+        wanted = (True, True) if order.state == "APPROVED" else (False, False)
+        if holds != wanted:
+            holdings.append((order_id, order.state, {"goods": holds[0], "credit": holds[1]}))
+        elif order.state == "APPROVED" and (goods.quantity != order.goods_total  # type: ignore[union-attr]
+                                            or credit.amount != order.order_total):  # type: ignore[union-attr]
+            holdings.append((order_id, "held amounts differ from the order"))
+    found["no saga step done twice"] = no_step_twice
+    found["every saga finished exactly once"] = unfinished
+    found["saga outcome matches the order state"] = outcome_mismatch
+    found["every completed step of a rejected saga compensated"] = uncompensated
+    found["participants hold exactly what approved orders took"] = holdings
+
+    ended = {order_id for order_id, order in stored.items() if order.state in ("APPROVED", "REJECTED")}
+    found["no unexplained dead letter"] = [d for d in dead_letters if d.get("sagaid") not in ended]
+    return {name: rows[:SAMPLES] + ([f"... {len(rows) - SAMPLES} more"] if len(rows) > SAMPLES else [])
+            for name, rows in found.items()}
+
+
+def _steps_to_undo(entries: list[Any]) -> list[int]:
+    """Steps that did something before the saga turned back: local steps done, participant steps
+    answered with success or timed out (the participant may have acted). The step whose failure
+    turned the saga back did nothing, so it has nothing to undo."""
+    steps: list[int] = []
+    for entry in entries:
+        if entry.event == "COMPENSATING":
+            break
+        if entry.event == "LOCAL_DONE" or entry.event == "TIMED_OUT" or (
+                entry.event == "REPLY_RECEIVED" and entry.detail.get("outcome") == "SUCCESS"):
+            steps.append(entry.step)
+    return [step for step in dict.fromkeys(steps) if step in COMPENSATED_STEPS]
+
+
+def dead_letters(bootstrap: str, topics: Iterable[str]) -> list[dict[str, str]]:
+    """Every record in the dead-letter topics, as its CloudEvent attributes (ce_* headers)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos-checker", "enable.auto.commit": False,
+                         "isolation.level": "read_uncommitted", "log_level": 2})
+    found: list[dict[str, str]] = []
+    try:
+        for topic in topics:
+            metadata = consumer.list_topics(topic, timeout=20).topics[topic]
+            for number in metadata.partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, number), timeout=20)
+                if high <= low:
+                    continue
+                partition = TopicPartition(topic, number, low)
+                consumer.assign([partition])
+                deadline = time.monotonic() + 60
+                # Up to the end: the position passes transaction markers, which poll never returns.
+                while consumer.position([partition])[0].offset < high:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{topic}[{number}] not read to offset {high} within 60 s")
+                    message = consumer.poll(0.5)
+                    if message is None or message.error():
+                        continue
+                    pairs = cast(list[tuple[str, bytes | None]], message.headers() or [])
+                    headers = {k: (v or b"").decode(errors="replace") for k, v in pairs}
+                    found.append({k.removeprefix("ce_"): v for k, v in headers.items() if k.startswith("ce_")})
+    finally:
+        consumer.close()
+    return found
