@@ -75,7 +75,7 @@ class Forger:
         return f"{header}.{b64(json.dumps(raised).encode())}.{signature}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def forger(stack: Stack) -> Forger:
     return Forger(load_keys(stack.gateway.functions["auth-api"].env["SAGA_JWT_PRIVATE_KEY"])[0])  # type: ignore[union-attr]
 

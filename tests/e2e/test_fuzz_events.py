@@ -50,9 +50,11 @@ def without(found: dict[str, str], *names: str) -> dict[str, str]:
     return {k: v for k, v in found.items() if k not in {f"ce-{n}" for n in names}}
 
 
-BAD_DATA = [{"goods_id": "one", "quantity": 1}, {"goods_id": 1.5, "quantity": 1e300},
-            {"goods_id": 2**70, "quantity": 1}, {"customer_id": 12, "amount": "NaN"}, {"customer_id": "x\u0000y", "amount": "Infinity"},
-            {"user_id": None, "customer_id": ["a"], "username": {}}, [], "text", None]
+BAD_DATA = [
+    {"goods_id": "one", "quantity": 1}, {"goods_id": 1.5, "quantity": 1e300}, {"goods_id": 2**70, "quantity": 1},
+    {"customer_id": 12, "amount": "NaN"}, {"customer_id": "x\u0000y", "amount": "Infinity"},
+    {"user_id": None, "customer_id": ["a"], "username": {}}, [], "text", None,
+]
 
 CASES: dict[str, Any] = {
     "not a CloudEvent": lambda t: ({"content-type": "application/json"}, b'{"goods_id": 1}'),
