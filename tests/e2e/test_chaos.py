@@ -1,0 +1,47 @@
+"""`make chaos ARGS=--short` (CI's short fault-injection run): orders at a steady rate while every
+kind of fault is injected twice, then the checker over everything that happened. The long run
+(`make chaos`: 2,000+ orders, 50 faults of each kind) is in the README."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from chaos.faults import KINDS
+from localstack.infra import repo_root
+from tests.e2e.conftest import GATEWAY
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(bool(GATEWAY), reason="injects faults into the local stack")]
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-m", "chaos", "--short"], cwd=repo_root(), capture_output=True,
+                          text=True, timeout=840, check=False)
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"chaos printed nothing:\n{done.stderr[-4000:]}"
+    printed: dict[str, Any] = json.loads(lines[-1])
+    assert done.returncode == (1 if printed["violations"] or not printed["completed"] else 0)
+    return printed
+
+
+@pytest.mark.timeout(900)
+def test_every_invariant_holds_after_every_kind_of_fault(report: dict[str, Any]) -> None:
+    assert report["violations"] == {}, json.dumps(report["violations"], indent=1)
+    assert report["completed"] and all(report["invariants"].values())
+    assert report["faults"] == dict.fromkeys(KINDS, 2)
+    assert report["orders_accepted"] >= 120
+
+
+def test_faults_really_hit_the_flow(report: dict[str, Any]) -> None:
+    """The faults mattered: requests were refused and retried, functions died mid-request, records
+    were delivered again, and some sagas timed out at a frozen participant and were compensated."""
+    assert report["client_retries"] > 0
+    assert report["killed_mid_request"] >= 1
+    assert report["records_redelivered"] > 0
+    assert report["outcomes"].get("REJECTED TIMED_OUT", 0) >= 1
+    assert report["outcomes"].get("APPROVED", 0) >= 1
