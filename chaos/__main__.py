@@ -53,7 +53,7 @@ QUIET_SECONDS = 300.0
 @click.option("--faults-per-kind", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--rate", type=click.FloatRange(min=0.5, max=50), default=4.0, show_default=True,
               help="Orders placed per second.")
-@click.option("--step-timeout", type=click.FloatRange(min=1), default=5.0, show_default=True,
+@click.option("--step-timeout", type=click.FloatRange(min=1), default=10.0, show_default=True,
               help="Seconds a saga waits for a participant before it times out (the stack's step deadline).")
 @click.option("--max-minutes", type=click.FloatRange(min=1), default=90.0, show_default=True)
 @click.option("--seed", type=int, default=None, help="Random seed (printed; the same seed picks the same faults).")
