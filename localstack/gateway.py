@@ -175,7 +175,12 @@ class Gateway:
             function.last_used = time.monotonic()
             try:
                 started = await function.ensure_running()
-                headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+                headers = {k: v for k, v in request.headers.items()
+                           if k.lower() not in HOP_BY_HOP and k.lower() != "x-forwarded-for"}
+                # As Envoy at the ingress gateway does: append the peer's address to X-Forwarded-For.
+                forwarded = request.headers.get("X-Forwarded-For")
+                peer = request.remote or "unknown"
+                headers["X-Forwarded-For"] = f"{forwarded}, {peer}" if forwarded else peer
                 url = f"http://127.0.0.1:{function.private_port}{request.path_qs}"
                 body = await request.read()
                 for attempt in range(1, COLD_ATTEMPTS + 1):

@@ -133,8 +133,9 @@ def _register(api: Api) -> tuple[str, str]:
     return username, password
 
 
-def _login(api: Api, username: str, password: str) -> Any:
-    return api.call("auth", "POST", "/auth/login", json={"username": username, "password": password})
+def _login(api: Api, username: str, password: str, **headers: str) -> Any:
+    return api.call("auth", "POST", "/auth/login", json={"username": username, "password": password},
+                    headers=headers)
 
 
 def _wait_out(api: Api, username: str, password: str, refused: Any) -> None:
@@ -162,7 +163,9 @@ def test_failed_logins_are_limited_per_user(api: Api, stack: Stack) -> None:
 def test_failed_logins_are_limited_per_client_address(api: Api, stack: Stack) -> None:
     # Credential stuffing: many usernames, one address. The limit is 20 failures per window (fewer
     # attempts if earlier tests failed logins from this address within it).
-    answers = [_login(api, f"nobody-{uuid.uuid4().hex[:10]}", "guess-password").status_code for _ in range(21)]
+    # Each claims another address in X-Forwarded-For: only the entry our own proxy appended counts.
+    answers = [_login(api, f"nobody-{uuid.uuid4().hex[:10]}", "guess-password",
+                      **{"X-Forwarded-For": f"198.51.100.{n}"}).status_code for n in range(21)]
     assert 429 in answers and set(answers[:answers.index(429)]) <= {401}, answers
     refused = _login(api, "lisa", DEMO_PASSWORD)
     assert refused.status_code == 429 and "Retry-After" in refused.headers, "every user at that address waits"
