@@ -5,10 +5,6 @@ Retry-After); a rotated signing key is served beside the old one until the old o
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -16,82 +12,37 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from functions.auth.keys import SigningKey, generate_private_key_pem, load_keys
+from functions.auth.keys import generate_private_key_pem, load_keys
 from localstack.stack import Stack
 from tests.e2e.client import DEMO_PASSWORD, Api
+from tests.forgery import ATTACKER, Forger
 
 pytestmark = pytest.mark.e2e
 
 PROTECTED = [("order", "GET", "/orders"), ("goods", "GET", "/goods/1"), ("account", "GET", "/account/12223")]
 ISSUER, AUDIENCE = "https://auth.knative-saga.example", "knative-saga"
-ATTACKER = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def claims(**overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    base = {"iss": ISSUER, "aud": AUDIENCE, "sub": "dev-lisa", "customer_id": "12223", "roles": ["admin"],
-            "iat": now, "exp": now + 300, "jti": str(uuid.uuid4()), "token_use": "access"}
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not None}
-
-
-class Forger:
-    """Tokens an attacker could make, and a few only a key holder could (to prove each claim check)."""
-
-    def __init__(self, real: SigningKey) -> None:
-        self.real = real
-
-    def signed(self, body: dict[str, Any], *, key: Any = None, headers: dict[str, Any] | None = None) -> str:
-        return jwt.encode(body, key or self.real.private_key, algorithm="RS256",
-                          headers={"kid": self.real.kid, **(headers or {})})
-
-    def alg_none(self) -> str:
-        header = b64(json.dumps({"alg": "none", "typ": "JWT", "kid": self.real.kid}).encode())
-        return f"{header}.{b64(json.dumps(claims()).encode())}."
-
-    def hs256_with_public_key(self) -> str:
-        public = self.real.private_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": self.real.kid}).encode())
-        body = b64(json.dumps(claims()).encode())
-        return f"{header}.{body}.{b64(hmac.new(public, f'{header}.{body}'.encode(), hashlib.sha256).digest())}"
-
-    def jwk_injection(self) -> str:
-        numbers = ATTACKER.public_key().public_numbers()
-        own = {"kty": "RSA", "n": b64(numbers.n.to_bytes(256, "big")), "e": b64(numbers.e.to_bytes(3, "big"))}
-        return self.signed(claims(), key=ATTACKER, headers={"jwk": own})
-
-    def tampered(self, genuine: str) -> str:
-        header, body, signature = genuine.split(".")
-        raised = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-        raised["roles"] = ["admin"]
-        return f"{header}.{b64(json.dumps(raised).encode())}.{signature}"
 
 
 @pytest.fixture
 def forger(stack: Stack) -> Forger:
-    return Forger(load_keys(stack.gateway.functions["auth-api"].env["SAGA_JWT_PRIVATE_KEY"])[0])  # type: ignore[union-attr]
+    """Forgeries against the stack's real signing key, posing as lisa with the admin role."""
+    real = load_keys(stack.gateway.functions["auth-api"].env["SAGA_JWT_PRIVATE_KEY"])[0]  # type: ignore[union-attr]
+    return Forger(real.private_key, real.kid, ISSUER, AUDIENCE, subject="dev-lisa")
 
 
 ATTACKS: dict[str, Callable[[Forger, dict[str, Any]], str]] = {
     "alg none": lambda f, _: f.alg_none(),
     "HS256 keyed with the RSA public key": lambda f, _: f.hs256_with_public_key(),
-    "attacker-signed with the real kid": lambda f, _: f.signed(claims(), key=ATTACKER),
-    "jku header pointing at the attacker's keys": lambda f, _: f.signed(
-        claims(), key=ATTACKER, headers={"jku": "http://127.0.0.1:1/jwks.json"}),
+    "attacker-signed with the real kid": lambda f, _: f.token(f.claims(roles=["admin"]), key=ATTACKER),
+    "jku header pointing at the attacker's keys": lambda f, _: f.token(
+        key=ATTACKER, headers={"jku": "http://127.0.0.1:1/jwks.json"}),
     "jwk header carrying the attacker's key": lambda f, _: f.jwk_injection(),
-    "tampered claims (roles raised to admin)": lambda f, tokens: f.tampered(tokens["access_token"]),
-    "expired": lambda f, _: f.signed(claims(iat=int(time.time()) - 3600, exp=int(time.time()) - 60)),
-    "wrong issuer": lambda f, _: f.signed(claims(iss="https://evil.example")),
-    "wrong audience": lambda f, _: f.signed(claims(aud="another-service")),
-    "unknown kid": lambda f, _: jwt.encode(claims(), ATTACKER, algorithm="RS256", headers={"kid": "not-ours"}),
+    "tampered claims (roles raised to admin)": lambda f, tokens: f.tampered(tokens["access_token"], roles=["admin"]),
+    "expired": lambda f, _: f.token(f.claims(iat=int(time.time()) - 3600, exp=int(time.time()) - 60)),
+    "wrong issuer": lambda f, _: f.token(f.claims(iss="https://evil.example")),
+    "wrong audience": lambda f, _: f.token(f.claims(aud="another-service")),
+    "unknown kid": lambda f, _: jwt.encode(f.claims(), ATTACKER, algorithm="RS256", headers={"kid": "not-ours"}),
     "refresh token used as an access token": lambda f, tokens: tokens["refresh_token"],
     "truncated signature": lambda f, tokens: tokens["access_token"][:-8],
 }
