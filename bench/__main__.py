@@ -36,7 +36,7 @@ from functions.account.schema import accounts
 from functions.goods.schema import goods
 from functions.order.schema import orders, outbox
 from localstack.databases import throwaway_database
-from localstack.infra import Infra, dev_infra, repo_root
+from localstack.infra import Infra, dev_infra, git_revision, repo_root
 from localstack.invariants import DEMO_STOCK, unbalanced_books
 from localstack.process import wait_until
 from localstack.stack import Stack
@@ -250,13 +250,6 @@ def bench_stack(infra: Infra) -> Iterator[tuple[Stack, str]]:
         keep_warm=True, kafka_suffix=f"-bench-{uuid.uuid4().hex[:8]}",
     ) as stack:
         yield stack, database
-
-
-def git_revision() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=repo_root(), capture_output=True, text=True, check=False).stdout
-    revision = git("rev-parse", "--short", "HEAD").strip() or "unknown"
-    return revision + ("-dirty" if git("status", "--porcelain", "--untracked-files=no").strip() else "")
 
 
 def table(report: dict[str, Any]) -> str:

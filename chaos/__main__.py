@@ -16,7 +16,9 @@ import threading
 import time
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import click
@@ -29,7 +31,7 @@ from chaos.infra import ChaosInfra
 from chaos.load import Load
 from functions.account.schema import accounts
 from functions.goods.schema import goods
-from localstack.infra import repo_root
+from localstack.infra import git_revision, repo_root
 from localstack.invariants import DEMO_STOCK
 from localstack.process import wait_until
 from localstack.stack import Stack
@@ -58,16 +60,28 @@ QUIET_SECONDS = 300.0
 @click.option("--max-minutes", type=click.FloatRange(min=1), default=90.0, show_default=True)
 @click.option("--seed", type=int, default=None, help="Random seed (printed; the same seed picks the same faults).")
 @click.option("--short", is_flag=True, help="The CI run: 120 orders, 2 faults of each kind.")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Where the JSON goes too [chaos/results/<date>-<rev>.json; none for --short].")
 def main(orders: int, faults_per_kind: int, rate: float, step_timeout: float, max_minutes: float,
-         seed: int | None, short: bool) -> None:
+         seed: int | None, short: bool, out: Path | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "localstack.gateway"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if short:
         orders, faults_per_kind = 120, 2
     seed = seed if seed is not None else random.randrange(2**32)
-    report = run(orders=orders, faults_per_kind=faults_per_kind, rate=rate, step_timeout=step_timeout,
-                 deadline=time.monotonic() + max_minutes * 60, seed=seed)
+    revision, began = git_revision(), datetime.now(UTC)
+    report = {
+        "revision": revision, "date": began.isoformat(timespec="seconds"),
+        "asked": {"orders": orders, "faults_per_kind": faults_per_kind, "rate": rate, "step_timeout": step_timeout},
+        **run(orders=orders, faults_per_kind=faults_per_kind, rate=rate, step_timeout=step_timeout,
+              deadline=time.monotonic() + max_minutes * 60, seed=seed),
+    }
+    if out is None and not short:
+        out = repo_root() / "chaos" / "results" / f"{began:%Y-%m-%d}-{revision}.json"
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1, default=str) + "\n")
     click.echo(json.dumps(report, default=str))
     if report["violations"] or not report["completed"]:
         sys.exit(1)

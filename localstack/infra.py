@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -86,6 +87,14 @@ def test_infra(repo: Path) -> LocalInfra:
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+def git_revision() -> str:
+    """The checked-out revision (short), `-dirty` with uncommitted changes: what a result was measured on."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo_root(), capture_output=True, text=True, check=False).stdout
+    revision = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    return revision + ("-dirty" if git("status", "--porcelain", "--untracked-files=no").strip() else "")
 
 
 @click.group("infra")
