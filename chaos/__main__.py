@@ -60,10 +60,12 @@ QUIET_SECONDS = 900.0  # a long run can end with thousands of sagas queued behin
 @click.option("--max-minutes", type=click.FloatRange(min=1), default=90.0, show_default=True)
 @click.option("--seed", type=int, default=None, help="Random seed (printed; the same seed picks the same faults).")
 @click.option("--short", is_flag=True, help="The CI run: 120 orders, 2 faults of each kind.")
+@click.option("--port-shift", type=click.IntRange(min=0, max=900), default=0, show_default=True,
+              help="Move every port of the run by this much (two runs side by side).")
 @click.option("--out", type=click.Path(path_type=Path),
               help="Where the JSON goes too [chaos/results/<date>-<rev>.json; none for --short].")
 def main(orders: int, faults_per_kind: int, rate: float, step_timeout: float, max_minutes: float,
-         seed: int | None, short: bool, out: Path | None) -> None:
+         seed: int | None, short: bool, port_shift: int, out: Path | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "localstack.gateway"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -75,7 +77,7 @@ def main(orders: int, faults_per_kind: int, rate: float, step_timeout: float, ma
         "revision": revision, "date": began.isoformat(timespec="seconds"),
         "asked": {"orders": orders, "faults_per_kind": faults_per_kind, "rate": rate, "step_timeout": step_timeout},
         **run(orders=orders, faults_per_kind=faults_per_kind, rate=rate, step_timeout=step_timeout,
-              deadline=time.monotonic() + max_minutes * 60, seed=seed),
+              deadline=time.monotonic() + max_minutes * 60, seed=seed, port_shift=port_shift),
     }
     if out is None and not short:
         out = repo_root() / "chaos" / "results" / f"{began:%Y-%m-%d}-{revision}.json"
@@ -88,14 +90,14 @@ def main(orders: int, faults_per_kind: int, rate: float, step_timeout: float, ma
 
 
 def run(*, orders: int, faults_per_kind: int, rate: float, step_timeout: float, deadline: float,
-        seed: int) -> dict[str, Any]:
+        seed: int, port_shift: int = 0) -> dict[str, Any]:
     repo = repo_root()
-    root = repo / ".local" / "chaos"
+    root = repo / ".local" / ("chaos" if not port_shift else f"chaos-{port_shift}")
     started = time.monotonic()
-    infra = ChaosInfra(repo, root)
+    infra = ChaosInfra(repo, root, port_shift=port_shift)
     with infra as servers:
         env = {"SAGA_STEP_TIMEOUT_SECONDS": str(step_timeout)}
-        with Stack(repo, root / "stack", servers, port_offset=PORT_OFFSET, keep_warm=True, ping_every=1.0,
+        with Stack(repo, root / "stack", servers, port_offset=PORT_OFFSET + port_shift, keep_warm=True, ping_every=1.0,
                    kafka_suffix=f"-chaos-{uuid.uuid4().hex[:6]}", env=env) as stack:
             db = sa.create_engine(servers.database_url, pool_pre_ping=True)
             _seed(db)
@@ -127,6 +129,7 @@ def run(*, orders: int, faults_per_kind: int, rate: float, step_timeout: float, 
         "orders_given_up": outcome.given_up,
         "outcomes": outcomes,
         "faults": dict(record.by_kind),
+        "faults_not_injected": dict(record.failed),
         "functions_killed": dict(record.killed),
         "killed_mid_request": record.killed_mid_request,
         "participants_frozen": dict(record.frozen),
@@ -143,8 +146,12 @@ def run(*, orders: int, faults_per_kind: int, rate: float, step_timeout: float, 
     }
 
 
+MAX_INJECTION_FAILURES = 10  # faults that could not be injected (say, the target vanished) before giving up
+
+
 def _inject(injector: Injector, per_kind: int, chooser: random.Random, deadline: float) -> bool:
-    """Faults at random moments, kinds in random order, until each kind reached `per_kind`."""
+    """Faults at random moments, kinds in random order, until each kind reached `per_kind`. A fault
+    that could not be injected is logged, counted, and tried again later."""
     left = Counter(dict.fromkeys(KINDS, per_kind))
     while +left:
         if time.monotonic() > deadline:
@@ -156,7 +163,10 @@ def _inject(injector: Injector, per_kind: int, chooser: random.Random, deadline:
             injector.inject(kind)
         except Exception:
             log.exception("injecting %s failed", kind)
-            raise
+            injector.record.failed[kind] += 1
+            if sum(injector.record.failed.values()) > MAX_INJECTION_FAILURES:
+                return False
+            continue
         left[kind] -= 1
     return True
 

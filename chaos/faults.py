@@ -40,6 +40,7 @@ class Record:
     killed_mid_request: int = 0
     frozen: Counter[str] = field(default_factory=Counter)
     redelivered: int = 0
+    failed: Counter[str] = field(default_factory=Counter)  # faults that could not be injected, per kind
     seconds: dict[str, float] = field(default_factory=dict)  # time spent injecting/recovering, per kind
 
 
@@ -145,7 +146,10 @@ class Injector:
         try:
             time.sleep(self.freeze_seconds)  # the fault itself: a participant slower than its deadline
         finally:
-            os.killpg(process.pid, signal.SIGCONT)
+            try:
+                os.killpg(process.pid, signal.SIGCONT)
+            except ProcessLookupError:  # it died while frozen (SIGKILL is the one signal that acts then)
+                log.warning("%s (pid %s) was gone when it was to be thawed", name, process.pid)
         self.record.frozen[name] += 1
         log.info("froze %s for %.0f s", name, self.freeze_seconds)
 

@@ -20,14 +20,15 @@ KAFKA_PORT = 24092  # and its controller on 24093
 
 
 class ChaosInfra:
-    def __init__(self, repo: Path, root: Path) -> None:
+    def __init__(self, repo: Path, root: Path, *, port_shift: int = 0) -> None:
         self.root = root
-        self.postgres = PostgresServer(root / "postgres", PG_PORT)
-        self.kafka = KafkaServer(repo, root / "kafka", KAFKA_PORT)
+        self.ports = (PG_PORT + port_shift, KAFKA_PORT + port_shift, KAFKA_PORT + port_shift + 1)
+        self.postgres = PostgresServer(root / "postgres", self.ports[0])
+        self.kafka = KafkaServer(repo, root / "kafka", self.ports[1])
         self._lock = threading.Lock()  # one restart at a time
 
     def __enter__(self) -> Infra:
-        busy = [port for port in (PG_PORT, KAFKA_PORT, KAFKA_PORT + 1) if port_open(port)]
+        busy = [port for port in self.ports if port_open(port)]
         if busy:
             raise click.ClickException(f"port(s) {busy} already answer: is another chaos run going on?")
         # Fresh data each run: the checks read everything that happened, and only this run's.
