@@ -57,6 +57,13 @@ class Function:
         async with self.lock:  # concurrent first requests start it once
             if self.running:
                 return False
+            freed = time.monotonic() + 2.0  # a process just stopped may still be letting go of it
+            while port_open(self.private_port):
+                if time.monotonic() > freed:
+                    # Another process (say, one orphaned by a killed stack) holds the port: requests
+                    # would reach it instead of this function. Refuse rather than proxy to a stranger.
+                    raise RuntimeError(f"port {self.private_port} of {self.name} is taken by another process")
+                await asyncio.sleep(0.05)
             spawned = time.monotonic()
             self.process = start_child(self.name, self.argv, self.log_file, env=self.env, cwd=self.cwd)
             deadline = spawned + START_TIMEOUT
