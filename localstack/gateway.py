@@ -107,15 +107,17 @@ class Gateway:
         asyncio.run_coroutine_threadsafe(self._start(pings), self.loop).result(timeout=60)
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(timeout=60)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
-        self._stop_polling.set()
-        self._poller.join(timeout=10)
-        self.producer.flush(10)
-        for function in self.functions.values():
-            if function.process is not None:
-                function.process.stop()
+        try:
+            asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(timeout=60)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
+            self._stop_polling.set()
+            self._poller.join(timeout=10)
+            self.producer.flush(10)
+        finally:  # whatever failed above, no function process outlives the stack
+            for function in self.functions.values():
+                if function.process is not None:
+                    function.process.stop()
 
     @staticmethod
     def _new_session() -> aiohttp.ClientSession:
