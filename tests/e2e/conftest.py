@@ -74,7 +74,7 @@ def customer(api: Api) -> Customer:
     return api.new_customer()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture  # per test: a session-long token would expire (900 s) before the session ends
 def admin_token(api: Api) -> str:
     token = os.environ.get("SAGA_E2E_ADMIN_TOKEN")
     if token:
@@ -84,7 +84,7 @@ def admin_token(api: Api) -> str:
     return str(api.login("admin", ADMIN_PASSWORD)["access_token"])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def lisa_token(api: Api) -> str:
     if GATEWAY:
         pytest.skip("a cluster has no demo user")
