@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import signal
 import sys
 import threading
 import time
@@ -67,6 +68,8 @@ QUIET_SECONDS = 900.0  # a long run can end with thousands of sagas queued behin
 def main(orders: int, faults_per_kind: int, rate: float, step_timeout: float, max_minutes: float,
          seed: int | None, short: bool, port_shift: int, out: Path | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    # SIGTERM unwinds like Ctrl-C: every server and function this run started is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     for noisy in ("httpx", "localstack.gateway"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if short:  # bounded well inside the CI test's own timeout, quiet wait included

@@ -20,12 +20,17 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(bool(GATEWAY), reason="injects
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-m", "chaos", "--short"], cwd=repo_root(), capture_output=True,
-                          text=True, timeout=1200, check=False)
-    lines = done.stdout.strip().splitlines()
-    assert lines, f"chaos printed nothing:\n{done.stderr[-4000:]}"
+    run = subprocess.Popen([sys.executable, "-m", "chaos", "--short"], cwd=repo_root(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = run.communicate(timeout=1200)
+    except subprocess.TimeoutExpired:
+        run.terminate()  # SIGTERM: chaos stops what it started (SIGKILL would orphan its servers)
+        stdout, stderr = run.communicate(timeout=120)
+    lines = stdout.strip().splitlines()
+    assert lines, f"chaos printed nothing (exit {run.returncode}):\n{stderr[-4000:]}"
     printed: dict[str, Any] = json.loads(lines[-1])
-    assert done.returncode == (1 if printed["violations"] or not printed["completed"] else 0)
+    assert run.returncode == (1 if printed["violations"] or not printed["completed"] else 0)
     return printed
 
 
