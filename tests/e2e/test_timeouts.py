@@ -27,14 +27,21 @@ def frozen(stack: Stack, name: str) -> Iterator[None]:
     gateway = stack.gateway
     assert gateway is not None
     function = gateway.functions[name]
-    asyncio.run_coroutine_threadsafe(function.ensure_running(), gateway.loop).result(timeout=60)
-    assert function.process is not None
-    group = function.process.pid
+
+    async def hold() -> int:
+        # Counted in flight, as a request would be, so the idle reaper cannot scale it to zero now.
+        function.inflight += 1
+        await function.ensure_running()
+        assert function.process is not None
+        return function.process.pid
+
+    group = asyncio.run_coroutine_threadsafe(hold(), gateway.loop).result(timeout=60)
     os.killpg(group, signal.SIGSTOP)
     try:
         yield
     finally:
         os.killpg(group, signal.SIGCONT)
+        gateway.loop.call_soon_threadsafe(lambda: setattr(function, "inflight", function.inflight - 1))
 
 
 def history(api: Api, token: str, order_id: str) -> list[str]:
