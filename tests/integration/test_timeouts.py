@@ -67,7 +67,8 @@ def test_sweep_times_out_an_overdue_saga_once_and_queues_its_compensation(db: sa
     wait_overdue(db, order_id)
     with ThreadPoolExecutor(max_workers=3) as pool:  # three sweeps at once, as overlapping pings would
         queued = [ids for ids in pool.map(lambda _: order_service.expire_overdue(db), range(3))]
-    mine = [i for ids in queued for i in ids if i in _outbox_ids(db)]
+    waiting = _outbox_ids(db)
+    mine = [i for ids in queued for i in ids if i in waiting]
     state = saga(db, order_id)
     events = [h["event"] for h in state["history"]]
     assert events.count("TIMED_OUT") == 1, "timed out exactly once"
