@@ -9,21 +9,30 @@ Unlike Knative's dispatcher, the replies and dead letters of each poll batch are
 Kafka transaction with the consumed offsets: a crash of this process never writes a reply twice nor
 loses one (a subscriber may see an event again, and deduplicates it). A batch that writes nothing
 needs no transaction: its offsets go with the next one, or in a plain commit within a second.
+
+librdkafka can block in a call past the timeout it was given (librdkafka #5456 and #5511:
+`send_offsets_to_transaction` after the group coordinator's broker restarted; seen in the chaos
+run). A watchdog ends the process when a Kafka call outlives its timeout by far, and the process
+is restarted as Kubernetes restarts a pod whose liveness probe fails: the open transaction is
+aborted by the next producer with the same transactional id, and the batch is delivered again.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from saga.eventing.dispatch import Deliverer, matches
 from saga.eventing.records import Record, event_of, header_matches, kafka_record
@@ -33,6 +42,9 @@ log = logging.getLogger("dispatcher")
 
 BATCH = 500
 OFFSET_COMMIT_SECONDS = 1.0
+KAFKA_CALL_TIMEOUT = 30.0  # seconds given to each blocking Kafka call
+KAFKA_CALL_HUNG = 2 * KAFKA_CALL_TIMEOUT  # a call blocked this long ignored its timeout: the process ends
+WATCHDOG_EXIT_CODE = 75
 
 
 class TriggerWorker(threading.Thread):
@@ -46,6 +58,30 @@ class TriggerWorker(threading.Thread):
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"deliver-{trigger.name}")
         self.uncommitted: dict[int, int] = {}  # partition -> offset after the last record handled
         self.committed_at = 0.0
+        self.kafka_call: tuple[str, float] | None = None  # the blocking Kafka call under way, since when
+        self.fatal: KafkaError | None = None  # reported by librdkafka outside any message
+
+    @contextmanager
+    def blocking(self, call: str) -> Iterator[None]:
+        """Marks a blocking Kafka call for the watchdog."""
+        self.kafka_call = (call, time.monotonic())
+        try:
+            yield
+        finally:
+            self.kafka_call = None
+
+    def hung(self) -> str | None:
+        """The Kafka call blocked past any timeout it was given, if any."""
+        current = self.kafka_call
+        if current is not None and time.monotonic() - current[1] > KAFKA_CALL_HUNG:
+            return current[0]
+        return None
+
+    def _on_error(self, error: KafkaError) -> None:
+        # A fatal error (say, this static consumer fenced after a broker restart) is reported here,
+        # not as a message: poll just goes quiet. The loop checks for it and starts over.
+        if error.fatal():
+            self.fatal = error
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -74,19 +110,25 @@ class TriggerWorker(threading.Thread):
             # waiting for the killed one's session to expire (and the group rebalancing).
             "group.instance.id": f"{trigger.group}-dispatcher",
             "session.timeout.ms": 10000,
+            "error_cb": self._on_error,
             "log_level": 3,
         })
         producer = Producer({
             "bootstrap.servers": self.config.bootstrap,
             "transactional.id": f"knative-saga-dispatcher-{trigger.group}",
             "linger.ms": 1,
+            "error_cb": self._on_error,
             "log_level": 3,
         })
         self.uncommitted.clear()  # a new consumer starts from the committed offsets
+        self.fatal = None
         try:
-            producer.init_transactions(30)
+            with self.blocking("init_transactions"):
+                producer.init_transactions(KAFKA_CALL_TIMEOUT)
             consumer.subscribe([self.config.topic], on_assign=lambda c, partitions: self.assigned.set())
             while not self.stop.is_set():
+                if self.fatal is not None:
+                    raise KafkaException(self.fatal)
                 # consume(n, timeout) waits for n messages or the timeout: wait for one, then take
                 # whatever else is already there, so an event never waits for a batch to fill.
                 first = consumer.poll(0.1)
@@ -105,7 +147,8 @@ class TriggerWorker(threading.Thread):
                     self._dispatch_batch(consumer, producer, messages)
             self._commit_offsets(consumer, force=True)
         finally:
-            consumer.close()
+            with self.blocking("close"):
+                consumer.close()
 
     def _dispatch_batch(self, consumer: Consumer, producer: Producer, messages: list[Message]) -> None:
         for message in messages:
@@ -135,10 +178,13 @@ class TriggerWorker(threading.Thread):
         try:
             for record in records:
                 producer.produce(record.topic, value=record.value, key=record.key, headers=list(record.headers.items()))
-            producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
-            producer.commit_transaction(30)
+            with self.blocking("send_offsets_to_transaction"):
+                producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), KAFKA_CALL_TIMEOUT)
+            with self.blocking("commit_transaction"):
+                producer.commit_transaction(KAFKA_CALL_TIMEOUT)
         except KafkaException:
-            producer.abort_transaction(30)
+            with self.blocking("abort_transaction"):
+                producer.abort_transaction(KAFKA_CALL_TIMEOUT)
             raise
         self.uncommitted.clear()
         self.committed_at = time.monotonic()
@@ -146,7 +192,8 @@ class TriggerWorker(threading.Thread):
     def _commit_offsets(self, consumer: Consumer, force: bool = False) -> None:
         if self.uncommitted and (force or time.monotonic() - self.committed_at > OFFSET_COMMIT_SECONDS):
             offsets = [TopicPartition(self.config.topic, p, end) for p, end in self.uncommitted.items()]
-            consumer.commit(offsets=offsets, asynchronous=False)
+            with self.blocking("commit"):
+                consumer.commit(offsets=offsets, asynchronous=False)
             self.uncommitted.clear()
             self.committed_at = time.monotonic()
 
@@ -176,7 +223,13 @@ def run(config: Topology, stop: threading.Event, ready_file: Path | None = None)
     if ready_file is not None:
         ready_file.write_text("ready")
     log.info("dispatching %d trigger(s)", len(workers))
-    stop.wait()
+    while not stop.wait(1.0):
+        for worker in workers:
+            call = worker.hung()
+            if call is not None:
+                log.critical("%s: %s blocked for over %.0f s; exiting to be restarted",
+                             worker.trigger.name, call, KAFKA_CALL_HUNG)
+                os._exit(WATCHDOG_EXIT_CODE)  # the hung thread cannot be stopped; the process can
     for worker in workers:
         worker.join(timeout=10)
 

@@ -1,0 +1,43 @@
+"""The dispatcher's defences against librdkafka going quiet or blocking for good (both seen in the chaos
+run after a broker restart): a fatal error reported outside any message restarts the consumer, and a
+Kafka call blocked far past its timeout is reported to the watchdog, which ends the process."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from localstack.dispatcher import KAFKA_CALL_HUNG, TriggerWorker
+from saga.eventing.topology import Topology, Trigger
+
+
+@pytest.fixture
+def worker() -> TriggerWorker:
+    trigger = Trigger(name="t", group="g", filter={"type": "test.event"}, url="http://127.0.0.1:9")
+    return TriggerWorker(Topology(bootstrap="127.0.0.1:9", topic="t", triggers=(trigger,)), trigger,
+                         threading.Event())
+
+
+def test_a_call_blocked_past_twice_its_timeout_is_hung(worker: TriggerWorker) -> None:
+    with worker.blocking("send_offsets_to_transaction"):
+        assert worker.hung() is None  # under way, within its timeout
+        worker.kafka_call = ("send_offsets_to_transaction", time.monotonic() - KAFKA_CALL_HUNG - 1)
+        assert worker.hung() == "send_offsets_to_transaction"
+    assert worker.kafka_call is None and worker.hung() is None  # returned: nothing blocked
+
+
+def test_the_mark_is_cleared_when_the_call_raises(worker: TriggerWorker) -> None:
+    with pytest.raises(KafkaException), worker.blocking("commit"):
+        raise KafkaException(KafkaError(KafkaError._WAIT_COORD))
+    assert worker.kafka_call is None
+
+
+def test_only_a_fatal_error_is_kept_for_the_loop(worker: TriggerWorker) -> None:
+    worker._on_error(KafkaError(KafkaError._TRANSPORT, "broker down"))
+    assert worker.fatal is None  # informational: librdkafka reconnects by itself
+    fenced = KafkaError(KafkaError.FENCED_INSTANCE_ID, "static consumer fenced", fatal=True)
+    worker._on_error(fenced)
+    assert worker.fatal is fenced
