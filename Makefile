@@ -40,7 +40,7 @@ test: venv lint ## every test: unit, manifests, integration (real Kafka + Postgr
 bench: venv ## measure throughput, latency, cold starts, footprint, cost per saga (ARGS=--smoke: 1 min)
 	$(BIN)/python -m bench $(ARGS)
 
-chaos: venv ## faults injected under load, then every invariant checked (ARGS=--short: the CI run, ~4 min)
+chaos: venv ## faults injected under load, then every invariant checked (ARGS=--short: the CI run, 2-3 min)
 	$(BIN)/python -m chaos $(ARGS)
 
 clean: ## remove the test stack's data (keeps the downloaded Kafka jars and the dev data)
