@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from saga.eventing.dispatch import Deliverer, matches
 from saga.eventing.records import Record, event_of, header_matches, kafka_record
@@ -59,7 +59,6 @@ class TriggerWorker(threading.Thread):
         self.uncommitted: dict[int, int] = {}  # partition -> offset after the last record handled
         self.committed_at = 0.0
         self.kafka_call: tuple[str, float] | None = None  # the blocking Kafka call under way, since when
-        self.fatal: KafkaError | None = None  # reported by librdkafka outside any message
 
     @contextmanager
     def blocking(self, call: str) -> Iterator[None]:
@@ -76,12 +75,6 @@ class TriggerWorker(threading.Thread):
         if current is not None and time.monotonic() - current[1] > KAFKA_CALL_HUNG:
             return current[0]
         return None
-
-    def _on_error(self, error: KafkaError) -> None:
-        # A fatal error (say, this static consumer fenced after a broker restart) is reported here,
-        # not as a message: poll just goes quiet. The loop checks for it and starts over.
-        if error.fatal():
-            self.fatal = error
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -110,25 +103,20 @@ class TriggerWorker(threading.Thread):
             # waiting for the killed one's session to expire (and the group rebalancing).
             "group.instance.id": f"{trigger.group}-dispatcher",
             "session.timeout.ms": 10000,
-            "error_cb": self._on_error,
             "log_level": 3,
         })
         producer = Producer({
             "bootstrap.servers": self.config.bootstrap,
             "transactional.id": f"knative-saga-dispatcher-{trigger.group}",
             "linger.ms": 1,
-            "error_cb": self._on_error,
             "log_level": 3,
         })
         self.uncommitted.clear()  # a new consumer starts from the committed offsets
-        self.fatal = None
         try:
             with self.blocking("init_transactions"):
                 producer.init_transactions(KAFKA_CALL_TIMEOUT)
             consumer.subscribe([self.config.topic], on_assign=lambda c, partitions: self.assigned.set())
             while not self.stop.is_set():
-                if self.fatal is not None:
-                    raise KafkaException(self.fatal)
                 # consume(n, timeout) waits for n messages or the timeout: wait for one, then take
                 # whatever else is already there, so an event never waits for a batch to fill.
                 first = consumer.poll(0.1)
