@@ -47,6 +47,10 @@ DEMO_USER = ("lisa", "lisa-password-dev")
 GOODS = {3000 + n: (Decimal(f"{5 + 3 * n}.00"), 10**6) for n in range(9)} | {3009: (Decimal("7.00"), 60)}
 CUSTOMERS = [f"chaos-{n:02d}" for n in range(40)]
 CREDIT = Decimal("1500.00")
+# After the faults and the quiet, a few correct orders of a customer the load never used: each must be
+# approved, or the stack has not recovered (a Trigger stuck, say) even though every saga ended.
+RECOVERY_CUSTOMER, RECOVERY_GOODS, RECOVERY_ORDERS = "chaos-recovery", 3000, 5
+RECOVERY_SECONDS = 120.0
 QUIET_SECONDS = 900.0  # a long run can end with thousands of sagas queued behind the last broker restart
 
 
@@ -117,11 +121,14 @@ def run(*, orders: int, faults_per_kind: int, rate: float, step_timeout: float, 
             completed = completed and len(load.outcome.accepted) >= orders
             stop_load.set()
             loader.join(timeout=200)
-            load.close()
             faults_done = time.monotonic()
             quiet = _quiet(db, QUIET_SECONDS if faults_per_kind > 2 else 240.0)
+            recovery = load.place_correct(RECOVERY_CUSTOMER, RECOVERY_GOODS, RECOVERY_ORDERS)
+            _quiet(db, RECOVERY_SECONDS)
+            load.close()
             dead = checks.dead_letters(servers.kafka_bootstrap, stack.topology.dead_letter_topics)
             found = checks.invariants(db, load.outcome.accepted, _initial_stock(), dead)
+            found["orders after the faults are approved"] = checks.not_approved(db, recovery, RECOVERY_ORDERS)
             outcomes = _outcomes(db)
             db.dispose()
     record, outcome = injector.record, load.outcome
@@ -181,7 +188,8 @@ def _seed(db: sa.Engine) -> None:
             for item, (price, stock) in GOODS.items()
         ]))
         tx.execute(insert(accounts).values([
-            {"customer_id": customer, "credit_limit": CREDIT, "available_credit": CREDIT} for customer in CUSTOMERS
+            {"customer_id": customer, "credit_limit": CREDIT, "available_credit": CREDIT}
+            for customer in [*CUSTOMERS, RECOVERY_CUSTOMER]
         ]))
 
 

@@ -23,6 +23,20 @@ COMPENSATED_STEPS = {0: "reject", 1: "release_goods", 2: "release_credit"}
 DONE_ONCE = ("STARTED", "LOCAL_DONE", "COMMAND_SENT", "TIMED_OUT", "COMPENSATING", "COMPENSATION_DONE", "FINISHED")
 
 
+def not_approved(db: sa.Engine, placed: list[Order], expected: int) -> list[Any]:
+    """The orders placed after the faults that did not end APPROVED (all should: right price, stock
+    and credit to spare), and a note if fewer than `expected` were accepted at all."""
+    with db.connect() as tx:
+        rows = tx.execute(sa.select(orders.c.order_id, orders.c.state)
+                          .where(orders.c.order_id.in_([o.order_id for o in placed])))
+        states = {r.order_id: r.state for r in rows}
+    found: list[Any] = [(o.order_id, states.get(o.order_id, "missing")) for o in placed
+                        if states.get(o.order_id) != "APPROVED"]
+    if len(placed) < expected:
+        found.append(f"only {len(placed)} of {expected} accepted")
+    return found
+
+
 def invariants(db: sa.Engine, accepted: Iterable[Order], initial_stock: dict[int, int],
                dead_letters: list[dict[str, str]]) -> dict[str, list[Any]]:
     accepted = list(accepted)

@@ -76,6 +76,16 @@ class Load:
                 if n % max(1, int(self.rate * 2)) == 0:
                     pool.submit(self._login)  # one login every ~2 s
 
+    def place_correct(self, customer_id: str, goods_id: int, count: int) -> list[Order]:
+        """`count` orders of one unit at the right price, placed one after another (after the faults:
+        each should be approved). Accepted ones are added to `outcome.accepted` too."""
+        before = len(self.outcome.accepted)
+        for _ in range(count):
+            self._place((str(uuid.uuid4()), {"customerId": customer_id, "goodsId": goods_id, "goodsTotal": 1,
+                                             "orderTotal": {"amount": str(self.prices[goods_id])}}))
+        with self._lock:
+            return self.outcome.accepted[before:]
+
     def _next_order(self) -> tuple[str, dict[str, object]]:
         goods_id = self.random.choice(list(self.prices))
         quantity = self.random.randint(1, 3)
