@@ -1,5 +1,6 @@
-"""The dispatcher's watchdog: a Kafka call blocked far past its timeout (librdkafka can ignore it; seen
-in the chaos run after a broker restart) is reported as hung, and the watchdog then ends the process."""
+"""The dispatcher's defences against librdkafka going silent (both seen in chaos runs after a broker
+restart): a Kafka call blocked far past its timeout is reported as hung, and the watchdog then ends the
+process; a fatal error delivered as a message ends the consumer, which starts over."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from localstack.dispatcher import KAFKA_CALL_HUNG, TriggerWorker
+from localstack.dispatcher import KAFKA_CALL_HUNG, TriggerWorker, is_fatal
 from saga.eventing.topology import Topology, Trigger
 
 
@@ -33,3 +34,10 @@ def test_the_mark_is_cleared_when_the_call_raises(worker: TriggerWorker) -> None
         raise KafkaException(KafkaError(KafkaError._WAIT_COORD))
     assert worker.kafka_call is None
 
+
+
+def test_a_fatal_error_is_fatal_with_or_without_its_flag() -> None:
+    assert is_fatal(KafkaError(KafkaError._FATAL, "static consumer fenced"))  # as a message carries it
+    assert is_fatal(KafkaError(KafkaError.FENCED_INSTANCE_ID, fatal=True))  # as an exception carries it
+    assert not is_fatal(KafkaError(KafkaError._TRANSPORT, "broker down"))  # librdkafka reconnects by itself
+    assert not is_fatal(KafkaError(KafkaError._PARTITION_EOF))
