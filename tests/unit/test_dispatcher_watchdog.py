@@ -35,7 +35,6 @@ def test_the_mark_is_cleared_when_the_call_raises(worker: TriggerWorker) -> None
     assert worker.kafka_call is None
 
 
-
 def test_a_fatal_error_is_fatal_with_or_without_its_flag() -> None:
     assert is_fatal(KafkaError(KafkaError._FATAL, "static consumer fenced"))  # as a message carries it
     assert is_fatal(KafkaError(KafkaError.FENCED_INSTANCE_ID, fatal=True))  # as an exception carries it
