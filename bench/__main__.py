@@ -1,7 +1,7 @@
 """`make bench`: the local stack under load on this machine, measured; see docs/performance.md.
 
 It hosts the whole stack (functions kept warm), seeds a catalogue of its own, then runs closed-loop
-phases (throughput at concurrency 1, 4, 16, 64), open-loop phases (latency at 10/s, 50/s and half
+phases (throughput at concurrency 1, 4, 16, 64), open-loop phases (latency at 10/s, 20/s, 50/s and half
 the best throughput), reads the footprint of the idle processes, scales every function to zero 20
 times to time its cold start, and checks the books. It prints a table and one JSON line, writes
 the JSON to bench/results/<date>-<rev>.json, and exits non-zero if any invariant is broken.
@@ -145,9 +145,11 @@ class Bench:
             catalogue=self.catalogue, concurrency=concurrency, rate=rate, seed=len(name) * 7919 + concurrency,
         )
         meter = measure.CpuMeter(self.processes(), own_only=frozenset({"gateway (activator + ingress)"}))
+        wire = measure.WireMeter(sa.make_url(self.database_url).port or 5432, int(self.kafka.rsplit(":", 1)[1]))
         offsets = measure.end_offsets(self.kafka, self.topics)
         before = measure.statements(self.admin, self.database_name)
         meter.start()
+        wire.start()
         spies = profile.start(self.profiled(), seconds, profile_to) if profile_to else []
         done = subprocess.run([sys.executable, "-m", "bench.load"], input=phase.to_json(), cwd=repo_root(),
                               check=True, capture_output=True, text=True, timeout=seconds + 120)
@@ -158,6 +160,7 @@ class Bench:
             summary["profile"] = profile.summary(profile_to)
         self.quiet()
         cpu = meter.stop()
+        wired = wire.stop()
         after = measure.statements(self.admin, self.database_name)
         records = measure.records_between(self.kafka, offsets, measure.end_offsets(self.kafka, self.topics))
         self.accepted += summary["accepted"]
@@ -167,6 +170,7 @@ class Bench:
             "cpu_ms": {k: round(v * 1000 / sagas, 2) for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])},
             "cpu_ms_system": round(sum(v for k, v in cpu.items() if "load generator" not in k) * 1000 / sagas, 2),
             "kafka_records": round(records / sagas, 2),
+            **{name: None if count is None else round(count / sagas, 2) for name, count in wired.items()},
         }
         if before is not None and after is not None:
             # Left out: the benchmark's own queries (the load generator's end watcher among them).
@@ -212,8 +216,8 @@ class Bench:
             results = coldstart.measure(self.stack, name, probes[name], trials)
             source = self.stack.manifests.services[name].env_value("FUNCTION_SOURCE") or ""
             startup = coldstart.import_times(source, self.database_url, runs=import_runs)
-            listening = percentiles([t.listening for t in results])
-            startup["process start to listening"] = listening["p50"] if listening else 0.0
+            ready = percentiles([t.ready for t in results])
+            startup["process start to ready"] = ready["p50"] if ready else 0.0
             found[name] = {
                 "total_ms": percentiles([t.total for t in results]),
                 "statuses": dict(Counter(str(t.status) for t in results)),
@@ -253,20 +257,22 @@ def bench_stack(infra: Infra) -> Iterator[tuple[Stack, str]]:
 
 
 def table(report: dict[str, Any]) -> str:
-    lines = ["phase            sagas/s   p50 ms   p95 ms   p99 ms   max ms   cpu ms/saga  kafka/saga  tx/saga"]
+    lines = ["phase            sagas/s   p50 ms   p95 ms   p99 ms   max ms   cpu ms/saga  kafka/saga  tx/saga"
+             "  pg trips/saga  kafka req/saga"]
     for phase in report["throughput"] + report["latency"]:
         lat = phase["latency_ms"] or {}
         cost = phase["cost_per_saga"]
         lines.append(
             f"{phase['phase']:<16} {phase['throughput']:>7} {lat.get('p50', '-'):>8} {lat.get('p95', '-'):>8} "
             f"{lat.get('p99', '-'):>8} {lat.get('max', '-'):>8} {cost['cpu_ms_system']:>12} "
-            f"{cost['kafka_records']:>11} {cost.get('db_transactions', '-'):>8}"
+            f"{cost['kafka_records']:>11} {cost.get('db_transactions', '-'):>8} "
+            f"{cost.get('postgres_round_trips', '-')!s:>14} {cost.get('kafka_requests', '-')!s:>15}"
         )
-    lines.append("cold start       p50 ms   p95 ms   listening ms   idle RSS MiB")
+    lines.append("cold start       p50 ms   p95 ms   ready ms   idle RSS MiB")
     for name, cold in report["cold_start"].items():
         rss = report["footprint"].get(name, {}).get("rss_kib", 0) / 1024
         lines.append(f"{name:<24} {cold['total_ms']['p50']:>6} {cold['total_ms']['p95']:>8} "
-                     f"{cold['startup_ms']['process start to listening']:>14} {rss:>14.1f}")
+                     f"{cold['startup_ms']['process start to ready']:>10} {rss:>14.1f}")
     if "dispatcher" in report["footprint"]:
         lines.append(f"dispatcher idle RSS MiB: {report['footprint']['dispatcher']['rss_kib'] / 1024:.1f}")
     lines.append("invariants: " + ("all hold" if not report["violations"] else json.dumps(report["violations"])))
@@ -301,7 +307,7 @@ def main(smoke: bool, seconds: float, trials: int, out: Path | None, profile: bo
                                   profile_to=spied if c == 16 else None) for c in (1, 4, 16, 64)]
             best = max(closed, key=lambda p: p["throughput"])
             half = max(1.0, round(best["throughput"] / 2, 1))
-            opened = [bench.phase(f"open {r:g}/s", "open", seconds, rate=r, warmup=0.0) for r in (10, 50, half)]
+            opened = [bench.phase(f"open {r:g}/s", "open", seconds, rate=r, warmup=0.0) for r in (10, 20, 50, half)]
         bench.quiet()
         violations = bench.violations()
         footprint = bench.footprint()

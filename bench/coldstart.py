@@ -34,7 +34,7 @@ Probe = Callable[[], tuple[str, str, dict[str, str], bytes]]  # method, path, he
 @dataclass(frozen=True)
 class Trial:
     total: float  # request sent -> answer received
-    listening: float  # process spawned -> port open (inside `total`)
+    ready: float  # process spawned -> its readiness probe answered (inside `total`)
     status: int
 
 

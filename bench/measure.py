@@ -1,5 +1,6 @@
 """What the benchmark reads from the machine: CPU and memory of the stack's processes (/proc), the
-records written to Kafka, and PostgreSQL's statement counters (pg_stat_statements)."""
+records written to Kafka, PostgreSQL's statement counters (pg_stat_statements), and the round trips
+to PostgreSQL and requests to Kafka on the servers' sockets (iproute2's ss)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from confluent_kafka import Consumer, TopicPartition
+
+from localstack import sockets
 
 TICKS = os.sysconf("SC_CLK_TCK")
 PROC = Path("/proc")
@@ -202,3 +205,46 @@ def statements_between(before: Mapping[str, Statement], after: Mapping[str, Stat
         calls = now.calls - (then.calls if then else 0)
         if calls > 0:
             yield Statement(now.query, calls, now.total_ms - (then.total_ms if then else 0.0))
+
+
+# --- round trips on the wire ---
+def server_segments(port: int, field: str, *, not_from_pid: int | None = None) -> dict[str, int] | None:
+    """Per client connection to 127.0.0.1:`port`: TCP data segments the server side sent
+    (`data_segs_out`: one per answer PostgreSQL flushes, a round trip) or received (`data_segs_in`:
+    one per request a Kafka client writes). Connections opened by `not_from_pid` are left out."""
+    served = sockets.established(sockets.on_ports([port]))
+    if served is None:
+        return None
+    excluded = set()
+    if not_from_pid is not None:
+        clients = sockets.established(sockets.on_ports([port], local=False), processes=True) or []
+        excluded = {c.local for c in clients if not_from_pid in c.pids}
+    return {c.peer: c.counters[field] for c in served if c.peer not in excluded and field in c.counters}
+
+
+@dataclass
+class WireMeter:
+    """Round trips to PostgreSQL and requests to Kafka between start() and stop(), counted on the
+    servers' sockets: so every client counts, whatever library it uses, and pipelined statements
+    count as the one round trip they are."""
+
+    postgres_port: int
+    kafka_port: int
+
+    def _read(self) -> tuple[dict[str, int] | None, dict[str, int] | None]:
+        # The benchmark's own queries (the quiet-period checks) are not the system's.
+        return (server_segments(self.postgres_port, "data_segs_out", not_from_pid=os.getpid()),
+                server_segments(self.kafka_port, "data_segs_in"))
+
+    def start(self) -> None:
+        self.before = self._read()
+
+    def stop(self) -> dict[str, int | None]:
+        after = self._read()
+        totals: dict[str, int | None] = {}
+        for name, then, now in zip(("postgres_round_trips", "kafka_requests"), self.before, after, strict=True):
+            # A connection opened during the phase counts from zero; one closed during it is lost
+            # (the stack's pools and clients live across phases).
+            totals[name] = None if then is None or now is None else sum(
+                max(count - then.get(peer, 0), 0) for peer, count in now.items())
+        return totals

@@ -4,7 +4,6 @@ and out of order, a participant frozen (SIGSTOP) beyond its step deadline."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import os
@@ -63,17 +62,17 @@ class Injector:
     # --- the faults ---
     def _kill_function(self) -> None:
         name = next(self._kill_next)
-        function = self._gateway().functions[name]
+        gateway = self._gateway()
+        function = gateway.functions[name]
         # Wait (briefly) for a request in flight, so the kill lands mid-request when there is traffic.
         deadline = time.monotonic() + 3.0
-        while function.inflight == 0 and time.monotonic() < deadline:
-            time.sleep(0.005)
+        while not (mid_request := gateway.busy(name)) and time.monotonic() < deadline:
+            time.sleep(0.02)
         process = function.process
         if process is None or not process.alive():
             self._wait_running(name)
             process = function.process
         assert process is not None
-        mid_request = function.inflight > 0
         process.kill_group()
         self.record.killed[name] += 1
         self.record.killed_mid_request += mid_request
@@ -160,6 +159,4 @@ class Injector:
 
     def _wait_running(self, name: str) -> None:
         """Start a function a fault left at zero, as its next request would (the activator's path)."""
-        gateway = self._gateway()
-        start = asyncio.run_coroutine_threadsafe(gateway.functions[name].ensure_running(), gateway.loop)
-        start.result(timeout=60)
+        self._gateway().start_function(name)

@@ -1,48 +1,52 @@
-"""The Kafka broker's Trigger dispatcher, played locally (its own process: `python -m
-localstack.dispatcher TOPOLOGY [READY_FILE]`, so tests can kill and restart it).
+"""The Kafka broker's Trigger dispatcher, played locally as Knative's is (eventing-kafka-broker 1.22,
+`data-plane/dispatcher`): at-least-once, no Kafka transactions. Its own process: `python -m
+localstack.dispatcher TOPOLOGY [READY_FILE]`, so tests can kill and restart it.
 
-Per Trigger: a consumer group on the broker topic, the Trigger's exact-attribute filter, delivery
-as Knative's dispatcher does it (`saga.eventing.dispatch`). Ordered Triggers deliver one event at
-a time per partition; partitions proceed in parallel.
+Per Trigger: a consumer group on the broker topic; a record whose `ce_` headers pass the Trigger's
+exact-attribute filter is delivered in HTTP binary mode (`saga.eventing.binding`: its data's bytes
+as they are, `knativekafkapartition` and `knativekafkaoffset` added) with `Prefer: reply` and
+Knative's retries; a reply goes back to the broker topic through one idempotent producer shared by
+every Trigger, a failed delivery to the dead-letter topic. A record is done when its delivery ended
+and what it wrote was acknowledged. Offsets are committed on a timer (Knative's
+`auto.commit.interval.ms`, 5 s), each partition up to its first record not yet done: a crash
+redelivers what was in flight or done since the last commit, and the subscribers' inboxes absorb it.
 
-Unlike Knative's dispatcher, the replies and dead letters of each poll batch are committed in one
-Kafka transaction with the consumed offsets: a crash of this process never writes a reply twice nor
-loses one (a subscriber may see an event again, and deduplicates it). A batch that writes nothing
-needs no transaction: its offsets go with the next one, or in a plain commit within a second.
-
-librdkafka can block in a call past the timeout it was given (librdkafka #5456 and #5511:
-`send_offsets_to_transaction` after the group coordinator's broker restarted; seen in the chaos
-run). A watchdog ends the process when a Kafka call outlives its timeout by far, and the process
-is restarted as Kubernetes restarts a pod whose liveness probe fails: the open transaction is
-aborted by the next producer with the same transactional id, and the batch is delivered again.
+Unordered Triggers (Knative's default) deliver up to MAX_IN_FLIGHT records of a Trigger at once,
+in any order, like Knative's `max.poll.records` (50); an ordered one delivers one record at a time
+per partition, in offset order. When a Trigger has MAX_IN_FLIGHT records polled and not done, its
+partitions are paused (the consumer keeps polling, so it stays in its group).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import logging
 import os
 import signal
 import sys
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+import aiohttp
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from saga.eventing.dispatch import Deliverer, matches
-from saga.eventing.records import Record, event_of, header_matches, kafka_record
+from localstack.producer import AsyncProducer
+from saga.eventing.binding import InvalidEvent, RawEvent, from_http, from_record, header_name
+from saga.eventing.dispatch import ERROR_DATA_LIMIT, RETRYABLE, backoff, matches
 from saga.eventing.topology import Topology, Trigger
 
 log = logging.getLogger("dispatcher")
 
-BATCH = 500
-OFFSET_COMMIT_SECONDS = 1.0
-KAFKA_CALL_TIMEOUT = 30.0  # seconds given to each blocking Kafka call
+MAX_IN_FLIGHT = 50  # records polled and not yet done, per Trigger: Knative's max.poll.records
+COMMIT_INTERVAL = 5.0  # seconds between offset commits: Knative's auto.commit.interval.ms
+POLL_SECONDS = 0.5  # a poll returns as soon as a record arrives; Knative's unordered poll timeout
+KAFKA_CALL_TIMEOUT = 30.0  # seconds a blocking Kafka call (a synchronous commit, close) should take
 KAFKA_CALL_HUNG = 2 * KAFKA_CALL_TIMEOUT  # a call blocked this long ignored its timeout: the process ends
 WATCHDOG_EXIT_CODE = 75
 
@@ -53,189 +57,364 @@ def is_fatal(error: KafkaError) -> bool:
     return bool(error.fatal() or error.code() == KafkaError._FATAL)
 
 
-class TriggerWorker(threading.Thread):
-    def __init__(self, config: Topology, trigger: Trigger, stop: threading.Event) -> None:
-        super().__init__(name=f"trigger-{trigger.name}", daemon=True)
-        self.config = config
-        self.trigger = trigger
-        self.stop = stop
-        self.assigned = threading.Event()
-        self.deliverer = Deliverer(trigger, httpx.Client(limits=httpx.Limits(max_connections=32)))
-        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"deliver-{trigger.name}")
-        self.uncommitted: dict[int, int] = {}  # partition -> offset after the last record handled
-        self.committed_at = 0.0
-        self.kafka_call: tuple[str, float] | None = None  # the blocking Kafka call under way, since when
+class KafkaCallWatch:
+    """The blocking Kafka call a thread is in, for the watchdog: librdkafka can block past the
+    timeout it was given (seen after broker restarts); the process then ends and is restarted, as
+    Kubernetes restarts a pod whose liveness probe fails."""
+
+    def __init__(self) -> None:
+        self.call: tuple[str, float] | None = None  # the call under way, since when
 
     @contextmanager
     def blocking(self, call: str) -> Iterator[None]:
-        """Marks a blocking Kafka call for the watchdog."""
-        self.kafka_call = (call, time.monotonic())
+        self.call = (call, time.monotonic())
         try:
             yield
         finally:
-            self.kafka_call = None
+            self.call = None
 
     def hung(self) -> str | None:
-        """The Kafka call blocked past any timeout it was given, if any."""
-        current = self.kafka_call
+        """The call blocked past any timeout it was given, if any."""
+        current = self.call
         if current is not None and time.monotonic() - current[1] > KAFKA_CALL_HUNG:
             return current[0]
         return None
 
+
+class PartitionProgress:
+    """Which of a partition's records are done; the commit point is the first one not done (Knative's
+    OffsetTracker), so nothing still in flight is ever committed past."""
+
+    def __init__(self) -> None:
+        self.pending: set[int] = set()
+        self.end: int | None = None  # the offset after the last record taken
+        self.committed = -1
+
+    def take(self, offset: int, *, deliver: bool) -> None:
+        if deliver:
+            self.pending.add(offset)
+        self.end = offset + 1
+
+    def done(self, offset: int) -> None:
+        self.pending.discard(offset)
+
+    def commit_point(self) -> int | None:
+        return min(self.pending) if self.pending else self.end
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int  # the last HTTP status; 0 when the subscriber could not be reached
+    answer: bytes = b""
+    reply: RawEvent | None = None
+    failed: bool = False  # the retries are spent, or the answer can never be delivered: a dead letter
+
+
+class Deliverer:
+    """Knative's delivery rules (`saga.eventing.dispatch`) over aiohttp, for events as bytes."""
+
+    def __init__(self, trigger: Trigger, session: aiohttp.ClientSession) -> None:
+        self.trigger = trigger
+        self.session = session
+        self.timeout = aiohttp.ClientTimeout(total=trigger.delivery.timeout)
+
+    async def deliver(self, event: RawEvent) -> Outcome:
+        trigger = self.trigger
+        headers, body = event.http()
+        headers["Prefer"] = "reply"
+        code, answer = 0, b""
+        for attempt in range(trigger.delivery.retry + 1):
+            if attempt:
+                await asyncio.sleep(backoff(trigger, attempt))
+            try:
+                async with self.session.post(trigger.url, data=body, headers=headers, timeout=self.timeout) as response:
+                    code, answer = response.status, await response.read()
+                    answered = response.headers
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                code, answer = 0, str(exc).encode()
+                continue
+            if 200 <= code < 300:
+                if not answer:
+                    return Outcome(code)
+                try:
+                    return Outcome(code, reply=from_http(answered, answer))
+                except InvalidEvent:
+                    break  # a 2xx body that is not a CloudEvent is a failed delivery, not retried
+            if code < 500 and code not in RETRYABLE:
+                break
+        log.error("%s: event %s (%s) failed with status %s", trigger.name, event["id"], event["type"], code)
+        return Outcome(code, answer, failed=True)
+
+
+class TriggerDispatcher(threading.Thread):
+    """One Trigger: its consumer on this thread (a librdkafka consumer is not thread-safe), its
+    deliveries on the event loop."""
+
+    def __init__(self, topology: Topology, trigger: Trigger, producer: AsyncProducer,
+                 session: aiohttp.ClientSession, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
+        super().__init__(name=f"trigger-{trigger.name}", daemon=True)
+        self.topology = topology
+        self.trigger = trigger
+        self.producer = producer
+        self.deliverer = Deliverer(trigger, session)
+        self.loop = loop
+        self.stop = stop
+        self.assigned = threading.Event()
+        self.filter_headers = {header_name(name): value.encode() for name, value in trigger.filter.items() if value}
+        self.lock = threading.Lock()  # guards what both threads touch: progress, in_flight, generation
+        self.progress: dict[int, PartitionProgress] = {}
+        self.in_flight = 0
+        self.generation = 0  # a new consumer starts a new generation; older deliveries no longer count
+        self.committed_at = 0.0
+        self.watch = KafkaCallWatch()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.queues: dict[int, deque[tuple[int, Message]]] = {}  # ordered: records waiting per partition
+
+    # --- the consumer thread ---
     def run(self) -> None:
         while not self.stop.is_set():
             try:
                 self._consume()
             except Exception:
-                # A fenced producer or a broken transaction: start over from the committed offsets.
+                # A fatal error (fenced after a broker restart): start over from the committed offsets.
                 log.exception("%s: restarting the consumer", self.trigger.name)
                 self.stop.wait(1.0)
 
     def _consume(self) -> None:
         trigger = self.trigger
         consumer = Consumer({
-            "bootstrap.servers": self.config.bootstrap,
+            "bootstrap.servers": self.topology.bootstrap,
             "group.id": trigger.group,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
-            # read_uncommitted: a transaction left open on a partition by a broker crash (seen in the
-            # chaos run: a commit recorded by the coordinator whose markers never reached the partition)
-            # stops read_committed consumers there for good. Every subscriber deduplicates, and a
-            # reply in an aborted transaction is a fact its participant committed, so reading it is
-            # at worst a duplicate. Replies and offsets are still written in one transaction.
+            # As Knative's dispatcher reads: nothing on the broker topic is written in a transaction.
             "isolation.level": "read_uncommitted",
             "fetch.wait.max.ms": 500,
             # Static membership: a restarted dispatcher takes its partitions back at once instead of
             # waiting for the killed one's session to expire (and the group rebalancing).
             "group.instance.id": f"{trigger.group}-dispatcher",
             "session.timeout.ms": 10000,
+            "on_commit": self._on_commit,
             "log_level": 3,
         })
-        producer = Producer({
-            "bootstrap.servers": self.config.bootstrap,
-            "transactional.id": f"knative-saga-dispatcher-{trigger.group}",
-            "linger.ms": 1,
-            "log_level": 3,
-        })
-        self.uncommitted.clear()  # a new consumer starts from the committed offsets
+        with self.lock:
+            self.generation += 1
+            self.progress.clear()
+        paused: bool | None = None
+        consumer.subscribe([self.topology.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
-            with self.blocking("init_transactions"):
-                producer.init_transactions(KAFKA_CALL_TIMEOUT)
-            consumer.subscribe([self.config.topic], on_assign=lambda c, partitions: self.assigned.set())
             while not self.stop.is_set():
-                # consume(n, timeout) waits for n messages or the timeout: wait for one, then take
-                # whatever else is already there, so an event never waits for a batch to fill.
-                first = consumer.poll(0.1)
+                full = self.in_flight >= MAX_IN_FLIGHT
+                if full != paused and consumer.assignment():
+                    (consumer.pause if full else consumer.resume)(consumer.assignment())
+                    paused = full
+                self._commit(consumer)
+                first = consumer.poll(POLL_SECONDS)
                 if first is None:
-                    self._commit_offsets(consumer)  # what the last batches left uncommitted, when due
                     continue
-                batch = [first, *consumer.consume(BATCH - 1, timeout=0)]
+                # consume(n, timeout) waits for n records or the timeout: take what is already there,
+                # as much as the window has room for.
+                room = MAX_IN_FLIGHT - self.in_flight - 1
+                batch = [first, *(consumer.consume(room, timeout=0) if room > 0 else [])]
                 for failed in [e for e in (m.error() for m in batch) if e is not None]:
-                    # A fatal error (say, fenced after a broker restart) ends this consumer: poll would
-                    # only repeat it, so start over with a new one. Others are informational.
                     if is_fatal(failed):
                         raise KafkaException(failed)
                     log.warning("%s: %s", trigger.name, failed)
-                messages = [m for m in batch if m.error() is None]
-                if messages:
-                    self._dispatch_batch(consumer, producer, messages)
-            self._commit_offsets(consumer, force=True)
+                self._take([m for m in batch if m.error() is None])
+            self._commit(consumer, final=True)
         finally:
-            with self.blocking("close"):
+            with self.watch.blocking("close"):
                 consumer.close()
 
-    def _dispatch_batch(self, consumer: Consumer, producer: Producer, messages: list[Message]) -> None:
-        for message in messages:
-            self.uncommitted[message.partition() or 0] = (message.offset() or 0) + 1
-        # Most records are for other Triggers and are skipped unread.
-        wanted = [m for m in messages if header_matches(m, self.trigger.filter)]
-        by_partition: dict[int, list[Message]] = defaultdict(list)
-        for message in wanted:
-            by_partition[message.partition() or 0].append(message)
-        if self.trigger.ordered:
-            jobs = [self.pool.submit(lambda ms: [r for m in ms for r in self._handle(m)], ms)
-                    for ms in by_partition.values()]
-        else:
-            jobs = [self.pool.submit(self._handle, m) for m in wanted]
-        records: list[Record] = []
-        for job in jobs:
-            records.extend(job.result())
-        if not records:
-            # Nothing to write, so nothing for the offsets to be atomic with: they wait for the next
-            # transaction or a plain commit at most once a second, instead of a transaction each
-            # (most of Kafka's work per saga, docs/performance.md). A crash before that commit
-            # redelivers those events; their subscribers deduplicate them, as after any crash.
-            self._commit_offsets(consumer)
+    def _take(self, messages: list[Message]) -> None:
+        wanted = []
+        with self.lock:
+            generation = self.generation
+            for message in messages:
+                deliver = self._wanted(message)
+                self.progress.setdefault(message.partition() or 0, PartitionProgress()).take(
+                    message.offset() or 0, deliver=deliver)
+                if deliver:
+                    wanted.append(message)
+            self.in_flight += len(wanted)
+        if wanted:
+            self.loop.call_soon_threadsafe(self._start, generation, wanted)
+
+    def _wanted(self, message: Message) -> bool:
+        """The Trigger's filter on the record's headers, without decoding it: most records are for
+        other Triggers."""
+        if not self.filter_headers:
+            return True
+        headers = dict(message.headers() or [])
+        return all(headers.get(name) == value for name, value in self.filter_headers.items())
+
+    def _commit(self, consumer: Consumer, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.committed_at < COMMIT_INTERVAL:
             return
-        offsets = [TopicPartition(self.config.topic, p, end) for p, end in self.uncommitted.items()]
-        producer.begin_transaction()
-        try:
-            for record in records:
-                producer.produce(record.topic, value=record.value, key=record.key, headers=list(record.headers.items()))
-            with self.blocking("send_offsets_to_transaction"):
-                producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), KAFKA_CALL_TIMEOUT)
-            with self.blocking("commit_transaction"):
-                producer.commit_transaction(KAFKA_CALL_TIMEOUT)
-        except KafkaException:
-            with self.blocking("abort_transaction"):
-                producer.abort_transaction(KAFKA_CALL_TIMEOUT)
-            raise
-        self.uncommitted.clear()
-        self.committed_at = time.monotonic()
-
-    def _commit_offsets(self, consumer: Consumer, force: bool = False) -> None:
-        if self.uncommitted and (force or time.monotonic() - self.committed_at > OFFSET_COMMIT_SECONDS):
-            offsets = [TopicPartition(self.config.topic, p, end) for p, end in self.uncommitted.items()]
-            with self.blocking("commit"):
+        self.committed_at = now
+        with self.lock:
+            offsets = [TopicPartition(self.topology.topic, partition, point)
+                       for partition, progress in self.progress.items()
+                       if (point := progress.commit_point()) is not None and point > progress.committed]
+        if not offsets:
+            return
+        if final:
+            with self.watch.blocking("commit"):
                 consumer.commit(offsets=offsets, asynchronous=False)
-            self.uncommitted.clear()
-            self.committed_at = time.monotonic()
+            self._on_commit(None, offsets)
+        else:
+            consumer.commit(offsets=offsets, asynchronous=True)  # reported to _on_commit by a later poll
 
-    def _handle(self, message: Message) -> list[Record]:
-        event = event_of(message)
-        if event is None:
-            log.error("%s: offset %s is not a CloudEvent; skipped", self.trigger.name, message.offset())
-            return []
-        if not matches(event, self.trigger.filter):  # header_matches passed: the attributes decide
-            return []
-        outcome = self.deliverer.deliver(event)
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if error is not None:
+            log.warning("%s: offset commit failed (tried again at the next interval): %s", self.trigger.name, error)
+            return
+        with self.lock:
+            for tp in partitions:
+                progress = self.progress.get(tp.partition)
+                if progress is not None and tp.error is None:
+                    progress.committed = max(progress.committed, tp.offset)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Before partitions go to another consumer: commit what is done of them, forget them."""
+        with self.lock:
+            revoked = {tp.partition for tp in partitions}
+            offsets = [TopicPartition(self.topology.topic, p, point) for p in revoked
+                       if p in self.progress and (point := self.progress[p].commit_point()) is not None]
+            for partition in revoked:
+                self.progress.pop(partition, None)
+        if offsets:
+            try:
+                with self.watch.blocking("commit"):
+                    consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("%s: commit on revocation failed: %s", self.trigger.name, exc)
+
+    # --- deliveries, on the event loop ---
+    def _start(self, generation: int, messages: list[Message]) -> None:
+        for message in messages:
+            if not self.trigger.ordered:
+                self._spawn(self._handle(generation, message))
+                continue
+            partition = message.partition() or 0
+            queue = self.queues.setdefault(partition, deque())
+            queue.append((generation, message))
+            if len(queue) == 1:
+                self._spawn(self._drain(queue))
+
+    def _spawn(self, work: Coroutine[None, None, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _drain(self, queue: deque[tuple[int, Message]]) -> None:
+        """An ordered Trigger's partition: one delivery at a time, in offset order."""
+        while queue:
+            generation, message = queue[0]
+            await self._handle(generation, message)
+            queue.popleft()
+
+    async def _handle(self, generation: int, message: Message) -> None:
+        try:
+            await self._dispatch(message)
+        except Exception:
+            log.exception("%s: offset %s of partition %s could not be dispatched",
+                          self.trigger.name, message.offset(), message.partition())
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+                progress = self.progress.get(message.partition() or 0)
+                if generation == self.generation and progress is not None:
+                    progress.done(message.offset() or 0)
+
+    async def _dispatch(self, message: Message) -> None:
+        try:
+            event = from_record(message.headers() or [], message.value())  # type: ignore[arg-type]
+        except InvalidEvent as exc:
+            log.error("%s: offset %s is not a CloudEvent (%s); skipped", self.trigger.name, message.offset(), exc)
+            return
+        if not matches(event, self.trigger.filter):  # the headers passed; an attribute decides (Knative's rule)
+            return
+        delivered = event.with_attributes(knativekafkapartition=str(message.partition()),
+                                          knativekafkaoffset=str(message.offset()))
+        outcome = await self.deliverer.deliver(delivered)
         if outcome.reply is not None:
-            return [kafka_record(outcome.reply, self.config.topic)]
-        dead_letter_topic = self.trigger.delivery.dead_letter_topic
-        if outcome.dead_letter is not None and dead_letter_topic is not None:
-            return [kafka_record(outcome.dead_letter, dead_letter_topic)]
-        return []  # delivered without a reply, or failed with no dead-letter sink (Knative drops it too)
+            try:
+                await self.producer.send(outcome.reply.record(self.topology.topic))
+                return
+            except (KafkaException, BufferError) as exc:
+                # As Knative's: a reply that cannot be written fails the delivery (to the dead letters).
+                log.error("%s: the reply to %s could not be written: %s", self.trigger.name, event["id"], exc)
+                outcome = Outcome(outcome.status, str(exc).encode(), failed=True)
+        if outcome.failed:
+            await self._dead_letter(delivered, outcome)
+
+    async def _dead_letter(self, event: RawEvent, outcome: Outcome) -> None:
+        topic = self.trigger.delivery.dead_letter_topic
+        if topic is None:
+            return  # no dead-letter sink: Knative drops the event too
+        parked = event.with_attributes(
+            knativeerrordest=self.trigger.url,
+            knativeerrorcode=str(outcome.status),
+            knativeerrordata=base64.b64encode(outcome.answer[:ERROR_DATA_LIMIT]).decode(),
+        )
+        try:
+            await self.producer.send(parked.record(topic))
+        except (KafkaException, BufferError) as exc:
+            log.error("%s: event %s could not be dead-lettered and is dropped, as Knative does: %s",
+                      self.trigger.name, event["id"], exc)
 
 
-def run(config: Topology, stop: threading.Event, ready_file: Path | None = None) -> None:
-    workers = [TriggerWorker(config, trigger, stop) for trigger in config.triggers]
-    for worker in workers:
-        worker.start()
+async def serve(topology: Topology, stopping: asyncio.Event, ready_file: Path | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    producer = AsyncProducer(topology.bootstrap)
+    # Idle keep-alive connections go after 1 s, before the functions' servers close them at 2 s:
+    # reusing one a server is closing would fail a delivery attempt.
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=1.0))
+    stop = threading.Event()
+    dispatchers = [TriggerDispatcher(topology, t, producer, session, loop, stop) for t in topology.triggers]
+    for dispatcher in dispatchers:
+        dispatcher.start()
     deadline = time.monotonic() + 60
-    while not stop.is_set() and not all(w.assigned.is_set() for w in workers) and time.monotonic() < deadline:
-        stop.wait(0.05)
+    while not all(d.assigned.is_set() for d in dispatchers) and time.monotonic() < deadline and not stopping.is_set():
+        await asyncio.sleep(0.05)
     if ready_file is not None:
         ready_file.write_text("ready")
-    log.info("dispatching %d trigger(s)", len(workers))
-    while not stop.wait(1.0):
-        for worker in workers:
-            call = worker.hung()
-            if call is not None:
-                log.critical("%s: %s blocked for over %.0f s; exiting to be restarted",
-                             worker.trigger.name, call, KAFKA_CALL_HUNG)
-                os._exit(WATCHDOG_EXIT_CODE)  # the hung thread cannot be stopped; the process can
-    for worker in workers:
-        worker.join(timeout=10)
+    log.info("dispatching %d trigger(s)", len(dispatchers))
+    try:
+        while not stopping.is_set():
+            await asyncio.sleep(1.0)
+            for dispatcher in dispatchers:
+                call = dispatcher.watch.hung()
+                if call is not None:
+                    log.critical("%s: %s blocked for over %.0f s; exiting to be restarted",
+                                 dispatcher.trigger.name, call, KAFKA_CALL_HUNG)
+                    os._exit(WATCHDOG_EXIT_CODE)  # the hung thread cannot be stopped; the process can
+    finally:
+        stop.set()
+        for dispatcher in dispatchers:
+            await loop.run_in_executor(None, dispatcher.join, 10)
+        await session.close()
+        await loop.run_in_executor(None, producer.close)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    run(Topology.read(Path(sys.argv[1])), stop, Path(sys.argv[2]) if len(sys.argv) > 2 else None)
+    topology = Topology.read(Path(sys.argv[1]))
+    ready_file = Path(sys.argv[2]) if len(sys.argv) > 2 else None
+
+    async def run() -> None:
+        stopping = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(signum, stopping.set)
+        await serve(topology, stopping, ready_file)
+
+    asyncio.run(run())
 
 
 if __name__ == "__main__":
     main()
-

@@ -1,32 +1,50 @@
-"""The request path of the local stack, on one asyncio loop: the activator in front of every
-function (start on first request, stop when idle: scale to zero), the broker ingress (K_SINK:
-CloudEvents in, Kafka records out through an idempotent producer), and the PingSources."""
+"""The request path of the local stack, on one asyncio loop: the activator in front of each function
+while it is scaled to zero (start on first request, stop when idle), the broker ingress (K_SINK:
+CloudEvents in, Kafka records out through an idempotent producer), and the PingSources.
+
+Each Service's port is one listening socket, bound here once. While the function is scaled to zero
+the activator accepts on it; on the first request it stops accepting and starts the function with
+that socket as its listener (systemd socket activation, which gunicorn, functions-framework's server,
+understands), forwards the requests it holds, and is off the path from then on: every later
+connection is accepted by the function itself, as Knative routes to a revision's pods once it has
+capacity (`target-burst-capacity: "0"`). The activator watches the connections' traffic (the
+kernel's tcp_info) to scale an idle function to zero and take the socket back.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from cloudevents.conversion import to_binary
-from cloudevents.exceptions import GenericException as CloudEventError
-from cloudevents.http import CloudEvent, from_http
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException
 
-from localstack.process import Child, port_open, start_child
-from saga.eventing.records import kafka_record
+from localstack import sockets
+from localstack.process import Child, start_child
+from localstack.producer import AsyncProducer
+from saga.eventing.binding import InvalidEvent, RawEvent, from_http
 
 log = logging.getLogger(__name__)
 
 HOP_BY_HOP = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive"})
-COLD_ATTEMPTS = 6  # tries of a request that started its function's process (back-off 50 ms x n: 1 s in all)
 START_TIMEOUT = 30.0
+BACKLOG = 1024
+# The function's command, run with the Service's listening socket as fd 3 and LISTEN_FDS/LISTEN_PID
+# set as systemd socket activation sets them (LISTEN_PID must be the process that serves: bash's
+# own pid, which `exec` keeps).
+_HAND_OVER = ('[ "$SAGA_LISTEN_FD" = 3 ] || exec 3<&"$SAGA_LISTEN_FD" {SAGA_LISTEN_FD}<&- '
+              '&& export LISTEN_FDS=1 LISTEN_PID=$$ && exec "$@"')
 
 
 @dataclass
@@ -34,47 +52,22 @@ class Function:
     """One Knative Service played by one local process, started on demand."""
 
     name: str
-    port: int  # the activator's port: the Service's address
-    private_port: int  # where the process itself listens
+    port: int  # the Service's address
     argv: list[str]
     env: dict[str, str]
     log_file: Path
     cwd: Path
     process: Child | None = None
-    last_used: float = field(default_factory=time.monotonic)
-    inflight: int = 0
+    inflight: int = 0  # requests the activator holds (a test may hold one to keep the function up)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    started_in: float | None = None  # seconds from spawn to listening, at the last start (the benchmark reads it)
+    started_in: float | None = None  # seconds from spawn to ready, at the last start (the benchmark reads it)
+    listener: socket.socket | None = None  # the Service's port, bound once
+    site: web.SockSite | None = None  # the activator accepting on it; None while the function does
+    active_at: float = field(default_factory=time.monotonic)  # when it was last seen busy
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.alive()
-
-    async def ensure_running(self) -> bool:
-        """True when this call started the process."""
-        if self.running:
-            return False
-        async with self.lock:  # concurrent first requests start it once
-            if self.running:
-                return False
-            freed = time.monotonic() + 2.0  # a process just stopped may still be letting go of it
-            while port_open(self.private_port):
-                if time.monotonic() > freed:
-                    # Another process (say, one orphaned by a killed stack) holds the port: requests
-                    # would reach it instead of this function. Refuse rather than proxy to a stranger.
-                    raise RuntimeError(f"port {self.private_port} of {self.name} is taken by another process")
-                await asyncio.sleep(0.05)
-            spawned = time.monotonic()
-            self.process = start_child(self.name, self.argv, self.log_file, env=self.env, cwd=self.cwd)
-            deadline = spawned + START_TIMEOUT
-            while not port_open(self.private_port):
-                if not self.process.alive() or time.monotonic() > deadline:
-                    raise RuntimeError(f"function {self.name} did not start; see {self.log_file}")
-                await asyncio.sleep(0.005)  # a cold start is measured to this step
-            self.started_in = time.monotonic() - spawned
-            log.info("scaled %s from zero (pid %s, listening after %.0f ms)",
-                     self.name, self.process.pid, self.started_in * 1000)
-            return True
 
 
 class Gateway:
@@ -86,38 +79,37 @@ class Gateway:
         self.broker_topic = broker_topic
         self.ingress_port = ingress_port
         self.ingress_path = ingress_path
-        self.producer = Producer({
-            "bootstrap.servers": kafka_bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 1,
-            # Failures reach each request through its delivery report; the client's own log stays quiet.
-            "log_level": 2,
-        })
+        self.kafka_bootstrap = kafka_bootstrap
+        self.producer: AsyncProducer | None = None
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="gateway", daemon=True)
         self._runners: list[web.AppRunner] = []
+        self._activators: dict[str, web.AppRunner] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None  # PingSources
         self._sessions: dict[str, aiohttp.ClientSession] = {}  # per function: dropped with its process
-        self._stop_polling = threading.Event()
-        self._poller = threading.Thread(target=self._poll_producer, name="ingress-producer", daemon=True)
 
     # --- life cycle (called from the stack's thread) ---
     def start(self, pings: list[tuple[str, float, str, str, str]]) -> None:
-        self._poller.start()
+        for function in self.functions.values():
+            function.listener = _listen(function.port)
+        self.producer = AsyncProducer(self.kafka_bootstrap)
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(pings), self.loop).result(timeout=60)
+        asyncio.run_coroutine_threadsafe(self._start(pings), self.loop).result(timeout=120)
 
     def stop(self) -> None:
         try:
             asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(timeout=60)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)
-            self._stop_polling.set()
-            self._poller.join(timeout=10)
-            self.producer.flush(10)
+            if self.producer is not None:
+                self.producer.close()
         finally:  # whatever failed above, no function process outlives the stack
             for function in self.functions.values():
                 if function.process is not None:
                     function.process.stop()
+                if function.listener is not None:
+                    function.listener.close()
 
     @staticmethod
     def _new_session() -> aiohttp.ClientSession:
@@ -137,26 +129,29 @@ class Gateway:
         for function in self.functions.values():
             app = web.Application(client_max_size=16 * 1024 * 1024)
             app.router.add_route("*", "/{tail:.*}", self._proxy_to(function))
-            await self._serve(app, function.port)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            self._runners.append(runner)
+            self._activators[function.name] = runner
+            await self._accept(function)
         ingress = web.Application(client_max_size=16 * 1024 * 1024)
         ingress.router.add_post(self.ingress_path, self._ingress)
-        await self._serve(ingress, self.ingress_port)
+        runner = web.AppRunner(ingress, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.ingress_port).start()
+        self._runners.append(runner)
         if self.keep_warm:
-            await asyncio.gather(*(f.ensure_running() for f in self.functions.values()))
+            await asyncio.gather(*(self._ensure_running(f) for f in self.functions.values()))
         else:
             self._tasks.append(asyncio.create_task(self._reap_idle()))
         for name, interval, sink, data, content_type in pings:
             self._tasks.append(asyncio.create_task(self._ping(name, interval, sink, data, content_type)))
 
-    async def _serve(self, app: web.Application, port: int) -> None:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        self._runners.append(runner)
-
     async def _stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        for function in self.functions.values():
+            await self._hand_over(function)
         for runner in self._runners:
             await runner.cleanup()
         for session in [self._session, *self._sessions.values()]:
@@ -169,116 +164,209 @@ class Gateway:
 
     async def _redeploy(self, function: Function, argv: list[str]) -> None:
         async with function.lock:
-            process, function.process = function.process, None
             function.argv = argv
-            if process is not None:
-                await asyncio.get_running_loop().run_in_executor(None, process.stop)
-                await self._drop_connections(function)
+            await self._stop_process(function, quick=False)
         if self.keep_warm:
-            await function.ensure_running()
+            await self._ensure_running(function)
+
+    # --- who accepts on a Service's port ---
+    async def _accept(self, function: Function) -> None:
+        """The activator accepts on the port (the function is scaled to zero)."""
+        if function.site is None:
+            assert function.listener is not None
+            # A duplicate of the socket: closing it when the function takes over leaves the port open.
+            own = socket.socket(fileno=os.dup(function.listener.fileno()))
+            function.site = web.SockSite(self._activators[function.name], own)
+            await function.site.start()
+
+    async def _hand_over(self, function: Function) -> None:
+        """The activator stops accepting: connections wait in the backlog for the function."""
+        if function.site is not None:
+            site, function.site = function.site, None
+            await site.stop()
+
+    async def _ensure_running(self, function: Function) -> bool:
+        """True when this call started the process."""
+        if function.running:
+            return False
+        async with function.lock:  # concurrent first requests start it once
+            if function.running:
+                return False
+            await self._hand_over(function)
+            assert function.listener is not None
+            inherited = function.listener.fileno()
+            spawned = time.monotonic()
+            function.process = start_child(
+                function.name, ["bash", "-c", _HAND_OVER, function.name, *function.argv], function.log_file,
+                env={**function.env, "SAGA_LISTEN_FD": str(inherited)}, cwd=function.cwd, pass_fds=(inherited,),
+            )
+            try:
+                await self._ready(function, spawned + START_TIMEOUT)
+            except BaseException:
+                await self._stop_process(function, quick=True)
+                raise
+            function.started_in = time.monotonic() - spawned
+            function.active_at = time.monotonic()
+            self._watch_exit(function, function.process)
+            log.info("scaled %s from zero (pid %s, ready after %.0f ms)",
+                     function.name, function.process.pid, function.started_in * 1000)
+            return True
+
+    async def _ready(self, function: Function, deadline: float) -> None:
+        """Wait for the function to answer on its port. functions-framework answers GET /robots.txt
+        itself (404) without calling the function: a readiness probe that runs no code of ours."""
+        probe = asyncio.ensure_future(self._sessions[function.name].get(
+            f"http://127.0.0.1:{function.port}/robots.txt", timeout=aiohttp.ClientTimeout(total=START_TIMEOUT)))
+        try:
+            while not probe.done():
+                if function.process is None or not function.process.alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"function {function.name} did not start; see {function.log_file}")
+                await asyncio.wait({probe}, timeout=0.005)  # a cold start is measured to this step
+            (await probe).release()
+        finally:
+            probe.cancel()
+
+    def _watch_exit(self, function: Function, process: Child) -> None:
+        """When the process ends (killed, crashed, stopped), the activator takes its port back, so the
+        next request starts a new one (a pidfd becomes readable when its process ends)."""
+        loop = asyncio.get_running_loop()
+        exited = os.pidfd_open(process.pid)
+
+        def ended() -> None:
+            loop.remove_reader(exited)
+            os.close(exited)
+            self._tasks.append(asyncio.create_task(self._after_exit(function, process)))
+
+        loop.add_reader(exited, ended)
+
+    async def _after_exit(self, function: Function, process: Child) -> None:
+        async with function.lock:
+            if function.process is process:  # not stopped on purpose
+                function.process = None
+                process.popen.wait()
+                log.warning("%s (pid %s) exited with %s", function.name, process.pid, process.popen.returncode)
+                await self._accept(function)
+                await self._drop_connections(function)
+
+    async def _stop_process(self, function: Function, *, quick: bool) -> None:
+        """Under the function's lock: the activator takes the port back, then the process stops (its
+        requests in flight finish; `quick`: killed with its worker at once)."""
+        await self._accept(function)
+        process, function.process = function.process, None
+        if process is not None:
+            stop = process.kill_group if quick else process.stop
+            await asyncio.get_running_loop().run_in_executor(None, stop)
+            await self._drop_connections(function)
 
     # --- activator ---
     def _proxy_to(self, function: Function):  # type: ignore[no-untyped-def]
         async def proxy(request: web.Request) -> web.StreamResponse:
             function.inflight += 1
-            function.last_used = time.monotonic()
             try:
-                started = await function.ensure_running()
+                await self._ensure_running(function)
                 headers = {k: v for k, v in request.headers.items()
                            if k.lower() not in HOP_BY_HOP and k.lower() != "x-forwarded-for"}
                 # As Envoy at the ingress gateway does: append the peer's address to X-Forwarded-For.
                 forwarded = request.headers.get("X-Forwarded-For")
                 peer = request.remote or "unknown"
                 headers["X-Forwarded-For"] = f"{forwarded}, {peer}" if forwarded else peer
-                url = f"http://127.0.0.1:{function.private_port}{request.path_qs}"
+                url = f"http://127.0.0.1:{function.port}{request.path_qs}"  # the function accepts now
                 body = await request.read()
-                for attempt in range(1, COLD_ATTEMPTS + 1):
-                    try:
-                        async with self._sessions[function.name].request(
-                            request.method, url, headers=headers, data=body, allow_redirects=False
-                        ) as answer:
-                            answered = await answer.read()
-                            back = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
-                            return web.Response(status=answer.status, body=answered, headers=back)
-                    except aiohttp.ClientConnectionError as exc:
-                        # A process this request just started can refuse or reset a connection while
-                        # its worker comes up: try again, as Knative's activator does for a new pod.
-                        if not started or attempt == COLD_ATTEMPTS:
-                            raise
-                        log.info("%s: %s; retrying the first request", function.name, exc)
-                        await asyncio.sleep(0.05 * attempt)
-                raise AssertionError("unreachable")
+                async with self._sessions[function.name].request(
+                    request.method, url, headers=headers, data=body, allow_redirects=False
+                ) as answer:
+                    answered = await answer.read()
+                    back = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
+                    response = web.Response(status=answer.status, body=answered, headers=back)
+                    # The client's next request opens a new connection, which the function accepts.
+                    response.force_close()
+                    return response
             except (aiohttp.ClientError, RuntimeError) as exc:
                 log.warning("%s: %s", function.name, exc)
                 return web.Response(status=503, text=f"{function.name} unavailable")
             finally:
                 function.inflight -= 1
-                function.last_used = time.monotonic()
+                function.active_at = time.monotonic()
 
         return proxy
 
     async def _reap_idle(self) -> None:
+        """Scale to zero what had no traffic for `idle_seconds`: no connection to it carried data since,
+        none waits for an answer (as Knative's autoscaler, which counts requests in flight)."""
         while True:
             await asyncio.sleep(1.0)
+            running = [f for f in self.functions.values() if f.running and f.site is None]
+            if not running:
+                continue
+            found = await asyncio.get_running_loop().run_in_executor(
+                None, sockets.established, sockets.on_ports([f.port for f in running]))
+            if found is None:
+                log.warning("iproute2's ss is missing: functions are not scaled to zero")
+                return
             now = time.monotonic()
-            for function in self.functions.values():
-                if function.running and function.inflight == 0 and now - function.last_used > self.idle_seconds:
+            for function in running:
+                mine = [c for c in found if c.local_port == function.port]
+                if function.inflight or any(c.answering for c in mine):
+                    function.active_at = now
+                elif mine:
+                    last = min(c.counters.get("lastrcv", 0) for c in mine) / 1000
+                    function.active_at = max(function.active_at, now - last)
+                if now - function.active_at > self.idle_seconds:
                     log.info("scaling %s to zero after %.0f s idle", function.name, self.idle_seconds)
-                    await self._scale_to_zero(function)
+                    async with function.lock:
+                        await self._stop_process(function, quick=False)
 
     def scale_to_zero(self, name: str) -> None:
         """Stop one idle function now; its next request starts it again (cold-start measurements).
         Killed with its worker at once: gunicorn's own shutdown takes a second, and nothing is in flight."""
-        future = asyncio.run_coroutine_threadsafe(self._scale_to_zero(self.functions[name], quick=True), self.loop)
-        future.result(timeout=60)
+        async def now(function: Function) -> None:
+            async with function.lock:
+                await self._stop_process(function, quick=True)
 
-    async def _scale_to_zero(self, function: Function, quick: bool = False) -> None:
-        async with function.lock:  # a request arriving now waits until the old process is gone
-            process, function.process = function.process, None
-            if process is not None:
-                stop = process.kill_group if quick else process.stop
-                await asyncio.get_running_loop().run_in_executor(None, stop)
-                await self._drop_connections(function)
+        asyncio.run_coroutine_threadsafe(now(self.functions[name]), self.loop).result(timeout=60)
+
+    def start_function(self, name: str) -> int:
+        """Start one function if it is not running, as its next request would (from another thread);
+        its process group id."""
+        function = self.functions[name]
+        asyncio.run_coroutine_threadsafe(self._ensure_running(function), self.loop).result(timeout=60)
+        assert function.process is not None
+        return function.process.pid
+
+    def hold(self, name: str) -> int:
+        """`start_function`, counting a request in flight on it, so it is not scaled to zero until
+        `release`."""
+        function = self.functions[name]
+        self.loop.call_soon_threadsafe(lambda: setattr(function, "inflight", function.inflight + 1))
+        return self.start_function(name)
+
+    def release(self, name: str) -> None:
+        function = self.functions[name]
+        self.loop.call_soon_threadsafe(lambda: setattr(function, "inflight", function.inflight - 1))
+
+    def busy(self, name: str) -> bool:
+        """Whether the function has a request it has not answered yet (the kernel's tcp_info)."""
+        found = sockets.established(sockets.on_ports([self.functions[name].port])) or []
+        return self.functions[name].inflight > 0 or any(c.answering for c in found)
 
     # --- broker ingress ---
-    def _poll_producer(self) -> None:
-        while not self._stop_polling.is_set():
-            self.producer.poll(0.05)
-
     async def _ingress(self, request: web.Request) -> web.Response:
-        body = await request.read()
+        """Knative's broker receiver: a CloudEvent in either HTTP mode, written to the broker topic in
+        binary mode (`saga.eventing.binding`); 202 once Kafka acknowledged it."""
+        assert self.producer is not None
         try:
-            event = from_http(dict(request.headers), body)
-        except CloudEventError as exc:
-            return web.Response(status=400, text=f"not a CloudEvent: {exc}")
-        loop = asyncio.get_running_loop()
-        delivered: asyncio.Future[object] = loop.create_future()
-
-        def settle(error: object) -> None:
-            if not delivered.done():
-                delivered.set_result(error)
-
-        def on_delivery(error: object, _message: object) -> None:
-            loop.call_soon_threadsafe(settle, error)
-
-        record = kafka_record(event, self.broker_topic)
+            event = from_http(request.headers, await request.read())
+        except InvalidEvent as exc:
+            return _problem(400, "Not a CloudEvent", str(exc))
         try:
-            self.producer.produce(record.topic, value=record.value, key=record.key,
-                                  headers=list(record.headers.items()), on_delivery=on_delivery)
+            await self.producer.send(event.record(self.broker_topic))
         except KafkaException as exc:
             if exc.args and exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
-                return web.Response(status=413, text="the event is larger than the broker takes")
-            log.warning("ingress: event %s refused by the producer: %s", event["id"], exc)
-            return web.Response(status=503, text="the broker could not take the event")
+                return _problem(413, "Event too large", "the event is larger than the broker takes")
+            log.warning("ingress: event %s not written: %s", event["id"], exc)
+            return _problem(503, "Broker unavailable", "the broker could not take the event")
         except BufferError:
-            return web.Response(status=503, text="the broker is behind; try again")
-        try:
-            error = await asyncio.wait_for(delivered, timeout=10)
-        except TimeoutError:
-            error = "timed out"
-        if error is not None:
-            log.warning("ingress: event %s not written: %s", event["id"], error)
-            return web.Response(status=503, text="the broker could not take the event")
+            return _problem(503, "Broker busy", "the broker is behind; try again")
         return web.Response(status=202)
 
     # --- PingSource ---
@@ -286,11 +374,31 @@ class Gateway:
         assert self._session is not None
         while True:
             await asyncio.sleep(interval - (time.time() % interval))
-            event = CloudEvent({"type": "dev.knative.sources.ping", "source": source,
-                                "datacontenttype": content_type}, data)
-            headers, body = to_binary(event)
+            event = RawEvent({
+                "specversion": "1.0", "id": str(uuid.uuid4()), "source": source, "type": "dev.knative.sources.ping",
+                "time": datetime.now(UTC).isoformat(), "datacontenttype": content_type,
+            }, data.encode())
+            headers, body = event.http()
             try:
                 async with self._session.post(sink, headers=headers, data=body) as answer:
                     await answer.read()
             except aiohttp.ClientError as exc:
                 log.warning("ping %s: %s", source, exc)
+
+
+def _listen(port: int) -> socket.socket:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("127.0.0.1", port))
+    except OSError as exc:
+        listener.close()
+        raise RuntimeError(f"port {port} is taken (by a stack left running?): {exc}") from exc
+    listener.listen(BACKLOG)
+    listener.set_inheritable(True)
+    return listener
+
+
+def _problem(status: int, title: str, detail: str) -> web.Response:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    return web.Response(status=status, text=json.dumps(body), content_type="application/problem+json")

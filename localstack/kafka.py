@@ -27,17 +27,21 @@ def libs_dir(repo: Path) -> Path:
 
 def ensure_installed(repo: Path) -> Path:
     """Download the broker's jars once (idempotent: a complete libs folder is reused)."""
-    libs = libs_dir(repo)
+    return maven_jars(_POM, libs_dir(repo))
+
+
+def maven_jars(pom: Path, libs: Path) -> Path:
+    """The runtime jars `pom` names, from Maven Central into `libs`, once (a complete folder is reused)."""
     done = libs / ".complete"
     if done.exists():
         return libs
     if shutil.which("java") is None or shutil.which("mvn") is None:
         raise RuntimeError("Kafka needs Java 17+ and Maven: apt-get install -y openjdk-17-jdk-headless maven")
-    log.info("downloading Apache Kafka %s jars from Maven Central into %s", KAFKA_VERSION, libs)
-    partial = libs.with_name("libs.partial")
+    log.info("downloading the jars of %s from Maven Central into %s", pom, libs)
+    partial = libs.with_name(libs.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(_POM), "dependency:copy-dependencies",
+        ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
          "-DincludeScope=runtime", f"-DoutputDirectory={partial}"],
         check=True,
     )

@@ -68,13 +68,13 @@ def _group_running(group: int) -> bool:
 
 def start_child(
     name: str, argv: Sequence[str], log_file: Path, *, env: Mapping[str, str] | None = None,
-    cwd: Path | None = None, user: str | None = None,
+    cwd: Path | None = None, user: str | None = None, pass_fds: Sequence[int] = (),
 ) -> Child:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
         popen = subprocess.Popen(
             list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=dict(env) if env is not None else None, cwd=cwd, user=user,
+            env=dict(env) if env is not None else None, cwd=cwd, user=user, pass_fds=tuple(pass_fds),
             # Own process group: Ctrl-C in the terminal reaches the stack, which stops children in order.
             start_new_session=True,
         )

@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 
 INGRESS_PORT = 8090
 FIRST_INTERNAL_PORT = 8100  # Services without a contract port
-FIRST_PRIVATE_PORT = 9100  # where the function processes themselves listen
 TOPOLOGY_FILE = "topology.json"  # the broker's routing, for the dispatcher and `saga replay`
 PUBLIC_NAMES = {"order-api": "order", "goods-api": "goods", "account-api": "account", "auth-api": "auth"}
 _CLUSTER_URL = re.compile(r"http://([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local")
@@ -109,8 +108,7 @@ class Stack:
 
         secrets = local_secrets(self.root, self.infra.database_url)
         functions = {
-            name: self._function(service, secrets, index)
-            for index, (name, service) in enumerate(sorted(self.manifests.services.items()))
+            name: self._function(service, secrets) for name, service in sorted(self.manifests.services.items())
         }
         self.gateway = Gateway(
             functions, idle_seconds=self.idle_seconds, keep_warm=self.keep_warm,
@@ -141,7 +139,7 @@ class Stack:
                     raise
             log.info("created topic %s", topic)
 
-    def _function(self, service: ServiceSpec, secrets: dict[str, dict[str, str]], index: int) -> Function:
+    def _function(self, service: ServiceSpec, secrets: dict[str, dict[str, str]]) -> Function:
         env = dict(os.environ)
         for var in service.env:
             if var.secret is not None:
@@ -149,17 +147,20 @@ class Stack:
                 env[var.name] = secrets[name][key]
             else:
                 env[var.name] = self._localise(var.value or "")
-        private_port = FIRST_PRIVATE_PORT + self.port_offset + index
+        port = self.ports[service.name]
+        # No ingress gateway stands in front of the functions here (in a cluster Istio's appends its
+        # caller to X-Forwarded-For, and auth-api trusts that one entry): the peer is the caller.
+        env["SAGA_TRUSTED_PROXY_HOPS"] = "0"
         env.update(self.env)
-        env.update({"PORT": str(private_port), "K_SERVICE": service.name})
+        env.update({"PORT": str(port), "K_SERVICE": service.name})
         if service.name in self.manifests.bound_to_broker:
             env["K_SINK"] = self.ingress_url
         source = service.env_value("FUNCTION_SOURCE") or ""
         target = service.env_value("FUNCTION_TARGET") or ""
         argv = [str(Path(sys.executable).with_name("functions-framework")), "--source", source, "--target", target,
-                "--host", "127.0.0.1", "--port", str(private_port)]
+                "--host", "127.0.0.1", "--port", str(port)]
         return Function(
-            name=service.name, port=self.ports[service.name], private_port=private_port, argv=argv, env=env,
+            name=service.name, port=port, argv=argv, env=env,
             log_file=self.root / "logs" / f"{service.name}.log", cwd=self.repo,
         )
 

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import httpx
 from cloudevents.conversion import to_binary
@@ -28,7 +29,11 @@ ERROR_DATA_LIMIT = 1024
 ERROR_EXTENSIONS = ("knativeerrordest", "knativeerrorcode", "knativeerrordata")
 
 
-def matches(event: CloudEvent, wanted: dict[str, str]) -> bool:
+class Attributes(Protocol):
+    def get(self, name: str, default: Any = None) -> Any: ...
+
+
+def matches(event: Attributes, wanted: dict[str, str]) -> bool:
     # Exact match on attributes and extensions; an empty value matches anything (Knative's rule).
     return all(value == "" or str(event.get(name, "")) == value for name, value in wanted.items())
 

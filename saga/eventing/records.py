@@ -1,23 +1,18 @@
-"""CloudEvents in Kafka records, binary content mode, as the Knative Kafka broker stores them:
-attributes and extensions in `ce_*` headers, data in the value, `partitionkey` as the record key."""
+"""CloudEvents (the SDK's objects) in Kafka records, binary content mode, as the Knative Kafka broker
+stores them (`saga.eventing.binding`): attributes in `ce_*` headers, `partitionkey` as the record key
+and a header, data in the value. For the tools that build or read whole events: `saga replay`, tests."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
 
 from cloudevents.http import CloudEvent
-from cloudevents.kafka import KafkaMessage, from_binary, to_binary
+from cloudevents.kafka import KafkaMessage, from_binary
 from confluent_kafka import Message
 
+from saga.eventing.binding import RawEvent, Record, canonical
 
-@dataclass(frozen=True)
-class Record:
-    """A record to write: a reply, a dead letter, a re-injected event."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: dict[str, bytes]
+__all__ = ["Record", "event_of", "header_matches", "kafka_record"]
 
 
 def _bytes(value: str | bytes | None) -> bytes | None:
@@ -25,12 +20,19 @@ def _bytes(value: str | bytes | None) -> bytes | None:
 
 
 def kafka_record(event: CloudEvent, topic: str) -> Record:
-    """The event in Kafka's binary mode (record key = its `partitionkey`)."""
-    if "datacontenttype" not in event:  # the Kafka binding needs it for the content-type header
-        event["datacontenttype"] = "application/json"
-    message = to_binary(event)
-    headers = {name: _bytes(v) or b"" for name, v in message.headers.items()}
-    return Record(topic, _bytes(message.key), _bytes(message.value), headers)
+    """The event in Kafka's binary mode (record key = its `partitionkey`, kept as a header too)."""
+    attributes = {
+        # The SDK's Kafka reader gives `partitionkey` as the record key's bytes.
+        name: canonical(name, value.decode() if isinstance(value, bytes) else value)
+        for name, value in event.get_attributes().items() if value is not None
+    }
+    data = event.get_data()
+    if data is None or isinstance(data, bytes):
+        raw = data
+    else:  # the Kafka binding needs a content type for the data
+        attributes.setdefault("datacontenttype", "application/json")
+        raw = json.dumps(data).encode()
+    return RawEvent(attributes, raw).record(topic)
 
 
 def event_of(message: Message) -> CloudEvent | None:

@@ -4,7 +4,6 @@ what it did is undone."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
@@ -26,22 +25,14 @@ def frozen(stack: Stack, name: str) -> Iterator[None]:
     """The function's processes stopped (SIGSTOP): it accepts connections and never answers."""
     gateway = stack.gateway
     assert gateway is not None
-    function = gateway.functions[name]
-
-    async def hold() -> int:
-        # Counted in flight, as a request would be, so the idle reaper cannot scale it to zero now.
-        function.inflight += 1
-        await function.ensure_running()
-        assert function.process is not None
-        return function.process.pid
-
-    group = asyncio.run_coroutine_threadsafe(hold(), gateway.loop).result(timeout=60)
+    # Held as a request in flight would be, so the idle reaper cannot scale it to zero now.
+    group = gateway.hold(name)
     os.killpg(group, signal.SIGSTOP)
     try:
         yield
     finally:
         os.killpg(group, signal.SIGCONT)
-        gateway.loop.call_soon_threadsafe(lambda: setattr(function, "inflight", function.inflight - 1))
+        gateway.release(name)
 
 
 def history(api: Api, token: str, order_id: str) -> list[str]:

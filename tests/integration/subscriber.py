@@ -18,6 +18,8 @@ class Subscriber:
     def __init__(self, respond: Callable[[CloudEvent, int], Answer]) -> None:
         self.deliveries: list[CloudEvent] = []
         self.lock = threading.Lock()
+        self.at_once = 0
+        self.most_at_once = 0  # the most deliveries in progress at the same time
         subscriber = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -27,7 +29,13 @@ class Subscriber:
                 with subscriber.lock:
                     subscriber.deliveries.append(event)
                     attempt = sum(1 for e in subscriber.deliveries if e["id"] == event["id"])
-                status, headers, answer = respond(event, attempt)
+                    subscriber.at_once += 1
+                    subscriber.most_at_once = max(subscriber.most_at_once, subscriber.at_once)
+                try:
+                    status, headers, answer = respond(event, attempt)
+                finally:
+                    with subscriber.lock:
+                        subscriber.at_once -= 1
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -38,7 +46,10 @@ class Subscriber:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # the dispatcher opens up to its in-flight window of connections at once
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

@@ -239,6 +239,8 @@ def service_rules(doc: Mapping[str, Any]) -> list[str]:
     annotations = template.get("metadata", {}).get("annotations", {})
     if annotations.get("autoscaling.knative.dev/min-scale") != "0":
         problems.append(f"{name}: does not scale to zero (min-scale must be \"0\")")
+    if annotations.get("autoscaling.knative.dev/target-burst-capacity") != "0":
+        problems.append(f"{name}: the activator must leave the path once pods are ready (target-burst-capacity \"0\")")
     if annotations.get("autoscaling.knative.dev/initial-scale", "1") not in ("0", "1"):
         problems.append(f"{name}: initial-scale above 1")
     spec = template.get("spec", {})
@@ -264,16 +266,20 @@ def service_rules(doc: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+DELIVERY_ORDER = "kafka.eventing.knative.dev/delivery.order"
+
+
 def trigger_rules(doc: Mapping[str, Any], services: set[str], sinks: set[str], brokers: set[str]) -> list[str]:
-    """A Trigger: filtered, ordered, retried, dead-lettered, pointing at a Service that exists."""
+    """A Trigger: filtered, unordered, retried, dead-lettered, pointing at a Service that exists."""
     name, spec, problems = _name(doc), doc.get("spec", {}), []
     if spec.get("broker") not in brokers:
         problems.append(f"{name}: broker {spec.get('broker')!r} does not exist")
     attributes = spec.get("filter", {}).get("attributes", {})
     if not attributes or not all(attributes.values()) or "type" not in attributes:
         problems.append(f"{name}: needs a filter on at least `type` (an empty value matches anything)")
-    if doc.get("metadata", {}).get("annotations", {}).get("kafka.eventing.knative.dev/delivery.order") != "ordered":
-        problems.append(f"{name}: delivery must be ordered (kafka.eventing.knative.dev/delivery.order)")
+    if doc.get("metadata", {}).get("annotations", {}).get(DELIVERY_ORDER) != "unordered":
+        # The ordered consumer polls on a 200 ms timer; nothing here needs order (docs/architecture.md).
+        problems.append(f"{name}: delivery must be unordered, said explicitly ({DELIVERY_ORDER})")
     delivery = spec.get("delivery", {})
     if not isinstance(delivery.get("retry"), int) or delivery["retry"] < 1:
         problems.append(f"{name}: delivery.retry must be at least 1 (the Kafka data plane defaults to 0)")

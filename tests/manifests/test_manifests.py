@@ -113,6 +113,7 @@ def test_every_function_scales_to_zero_and_is_sized_probed_and_bounded(overlay: 
 
 @pytest.mark.parametrize("mutate", [
     lambda s: s["spec"]["template"]["metadata"]["annotations"].update({"autoscaling.knative.dev/min-scale": "1"}),
+    lambda s: s["spec"]["template"]["metadata"]["annotations"].pop("autoscaling.knative.dev/target-burst-capacity"),
     lambda s: s["spec"]["template"]["spec"].pop("containerConcurrency"),
     lambda s: s["spec"]["template"]["spec"].pop("timeoutSeconds"),
     lambda s: s["spec"]["template"]["spec"]["containers"][0]["resources"].pop("limits"),
@@ -127,7 +128,7 @@ def test_service_rules_fail_on_a_bad_service(mutate: Any) -> None:
     assert checks.service_rules(service)
 
 
-def test_every_trigger_is_filtered_ordered_retried_and_dead_lettered(overlay: list[dict[str, Any]]) -> None:
+def test_every_trigger_is_filtered_unordered_retried_and_dead_lettered(overlay: list[dict[str, Any]]) -> None:
     services = {d["metadata"]["name"] for d in checks.knative_services(overlay)}
     sinks = {d["metadata"]["name"] for d in by_kind(overlay, "KafkaSink")}
     brokers = {d["metadata"]["name"] for d in by_kind(overlay, "Broker")}
@@ -141,6 +142,7 @@ def test_every_trigger_is_filtered_ordered_retried_and_dead_lettered(overlay: li
     lambda t: t["spec"].pop("filter"),
     lambda t: t["spec"]["filter"]["attributes"].update({"type": ""}),
     lambda t: t["metadata"]["annotations"].clear(),
+    lambda t: t["metadata"]["annotations"].update({"kafka.eventing.knative.dev/delivery.order": "ordered"}),
     lambda t: t["spec"]["delivery"].pop("retry"),
     lambda t: t["spec"]["delivery"].pop("deadLetterSink"),
     lambda t: t["spec"]["subscriber"]["ref"].update({"name": "goods-reserv"}),

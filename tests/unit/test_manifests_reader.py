@@ -24,7 +24,7 @@ def test_the_project_manifests_route_every_saga_event() -> None:
         "io.knativesaga.account.releasecredit": "account-release-credit",
         "io.knativesaga.user.registered": "account-provision",
     }
-    assert all(t.ordered and t.delivery.dead_letter_topic and t.delivery.retry > 0 for t in manifests.triggers)
+    assert all(not t.ordered and t.delivery.dead_letter_topic and t.delivery.retry > 0 for t in manifests.triggers)
     assert {"order-api", "auth-api"} <= manifests.bound_to_broker
 
 
