@@ -70,7 +70,7 @@ def core_schema_errors(doc: Mapping[str, Any]) -> list[str]:
     try:
         kubernetes_validate.validate(dict(doc), KUBERNETES_VERSION, strict=True)
     except kubernetes_validate.ValidationError as error:
-        return [f"{_name(doc)}: {error.message} at {'/'.join(map(str, error.path))}"]
+        return [f"{name_of(doc)}: {error.message} at {'/'.join(map(str, error.path))}"]
     return []
 
 
@@ -122,9 +122,9 @@ def model_errors(doc: Mapping[str, Any]) -> list[str]:
     try:
         parsed = model.model_validate(dict(doc))
     except ValidationError as error:
-        return [f"{_name(doc)}: {error}"]
+        return [f"{name_of(doc)}: {error}"]
     dumped = parsed.model_dump(by_alias=True, exclude_none=True, mode="json")
-    return [f"{_name(doc)}: unknown field {'.'.join(path)}" for path in _missing_keys(doc, dumped)
+    return [f"{name_of(doc)}: unknown field {'.'.join(path)}" for path in _missing_keys(doc, dumped)
             if (doc["kind"], path) not in _DOCUMENTED_EXTRAS]
 
 
@@ -218,12 +218,12 @@ ISTIO_OPERATOR_SCHEMA = _closed({
 def validate(doc: Mapping[str, Any]) -> list[str]:
     """Every document of a rendered kustomization: its schema, strictly."""
     if doc.get("kind") == "KafkaSink":
-        return jsonschema_errors(doc, KAFKASINK_SCHEMA, _name(doc))
+        return jsonschema_errors(doc, KAFKASINK_SCHEMA, name_of(doc))
     if has_model(doc):
         return model_errors(doc)
     if is_core(doc):
         return core_schema_errors(doc)
-    return [f"{_name(doc)}: no schema to check {doc.get('apiVersion')} {doc.get('kind')} against"]
+    return [f"{name_of(doc)}: no schema to check {doc.get('apiVersion')} {doc.get('kind')} against"]
 
 
 # --- project rules -----------------------------------------------------------------------------------
@@ -234,7 +234,7 @@ def knative_services(docs: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any
 
 def service_rules(doc: Mapping[str, Any]) -> list[str]:
     """A function Service: scales to zero, bounded concurrency and time, sized, probed, labelled."""
-    name, problems = _name(doc), []
+    name, problems = name_of(doc), []
     template = doc.get("spec", {}).get("template", {})
     annotations = template.get("metadata", {}).get("annotations", {})
     if annotations.get("autoscaling.knative.dev/min-scale") != "0":
@@ -266,7 +266,7 @@ def service_rules(doc: Mapping[str, Any]) -> list[str]:
 
 def trigger_rules(doc: Mapping[str, Any], services: set[str], sinks: set[str], brokers: set[str]) -> list[str]:
     """A Trigger: filtered, ordered, retried, dead-lettered, pointing at a Service that exists."""
-    name, spec, problems = _name(doc), doc.get("spec", {}), []
+    name, spec, problems = name_of(doc), doc.get("spec", {}), []
     if spec.get("broker") not in brokers:
         problems.append(f"{name}: broker {spec.get('broker')!r} does not exist")
     attributes = spec.get("filter", {}).get("attributes", {})
@@ -297,10 +297,10 @@ _LITERAL_SECRETS = (
 
 def secret_rules(doc: Mapping[str, Any]) -> list[str]:
     """No secret in a manifest: no Secret objects, secret-like env only from secretKeyRef."""
-    name, problems = _name(doc), []
+    name, problems = name_of(doc), []
     if doc.get("kind") == "Secret":
         problems.append(f"{name}: a Secret in the manifests (make deploy creates Secrets; never in git)")
-    for container in _containers(doc):
+    for container in containers(doc):
         for env in container.get("env", []):
             if _SECRET_NAME.search(env.get("name", "")) and "secretKeyRef" not in env.get("valueFrom", {}):
                 problems.append(f"{name}: env {env.get('name')} must come from a secretKeyRef")
@@ -327,10 +327,10 @@ def image_rules(image: str, *, digest_required: bool = False) -> list[str]:
 
 
 def images(docs: Iterable[Mapping[str, Any]]) -> list[str]:
-    return [c["image"] for d in docs for c in _containers(d)]
+    return [c["image"] for d in docs for c in containers(d)]
 
 
-def _containers(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def containers(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     spec = doc.get("spec", {})
     pod = spec.get("template", {}).get("spec", spec) if "template" in spec else spec
     if doc.get("kind") == "CronJob":
@@ -338,5 +338,5 @@ def _containers(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [*pod.get("initContainers", []), *pod.get("containers", [])]
 
 
-def _name(doc: Mapping[str, Any]) -> str:
+def name_of(doc: Mapping[str, Any]) -> str:
     return f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
