@@ -17,7 +17,9 @@ KUBE_CONTEXT="kind-${CLUSTER_NAME}"
 NAMESPACE=knative-saga
 # Written by images.sh, read by deploy.sh: the function image pinned by digest.
 IMAGE_ENV="${STATE_DIR}/image.env"
-export STATE_DIR TOOLS_DIR KIND KUBECTL ISTIOCTL KUBE_CONTEXT NAMESPACE IMAGE_ENV
+# The project's Python (`make venv`).
+VENV_PYTHON="${ROOT}/.venv/bin/python"
+export STATE_DIR TOOLS_DIR KIND KUBECTL ISTIOCTL KUBE_CONTEXT NAMESPACE IMAGE_ENV VENV_PYTHON
 
 log() {
   printf '\033[1m==> %s\033[0m\n' "$*" >&2
@@ -33,6 +35,13 @@ need() {
   for tool in "$@"; do
     command -v "${tool}" >/dev/null 2>&1 || die "needs ${tool} on PATH (see docs/deploy.md, prerequisites)"
   done
+}
+
+# kustomization deploy|replay OUT_DIR ARGS...: writes a generated kustomization from data
+# (scripts/cluster/kustomizations.py), never by pasting values into YAML.
+kustomization() {
+  [[ -x "${VENV_PYTHON}" ]] || die "no .venv: run \`make venv\` first"
+  "${VENV_PYTHON}" "${ROOT}/scripts/cluster/kustomizations.py" "$@"
 }
 
 # kubectl against this project's kind cluster only, never the user's current context.

@@ -1,5 +1,6 @@
 """Offline checks of everything `make kind-up` / `make deploy` would apply: schemas, the project's rules,
 the mesh policies, the kind config, the Dockerfile, the scripts and the Makefile targets.
+(test_generated.py: what the scripts generate.)
 
 Each rule is also run once on a tiny bad example, so a check that can never fail is caught too.
 A missing checker (kubectl, shellcheck, hadolint, kubernetes-validate, cloudcoil models) fails the test.
@@ -11,7 +12,6 @@ import copy
 import os
 import re
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ from tests.manifests import checks
 from tests.manifests.checks import REPO
 from tests.manifests.rendered import (
     BASE,
-    OVERLAY,
+    DIGEST,
     SCRIPTS,
     VERSIONS,
     Docs,
@@ -169,22 +169,18 @@ def test_secret_rules_fail_on_literal_secrets() -> None:
     assert not checks.literal_secret_rules('url="postgresql://saga:${password}@host/saga"', "x")
 
 
-def test_images_are_pinned_and_the_deployed_function_image_by_digest(tmp_path: Path, overlay: Docs) -> None:
+def test_images_are_pinned_and_the_deployed_function_image_by_digest(overlay: Docs, deployed: Docs) -> None:
     # Third-party images: exact versions. The function image is a placeholder (`:dev`) in git ...
     third_party = [i for i in checks.images(overlay) if not i.startswith(VERSIONS["FUNCTION_IMAGE"])]
     assert len(third_party) == 2
     problems = [p for image in third_party for p in checks.image_rules(image)]
     assert not problems, "\n".join(problems)
-    # ... which deploy.sh applies: the overlay wrapped with the pushed image's digest.
-    digest = "sha256:" + "0" * 64
-    wrapper = tmp_path / "kustomization.yaml"
-    wrapper.write_text(yaml.safe_dump({"resources": [os.path.relpath(OVERLAY, tmp_path)],
-                                       "images": [{"name": VERSIONS["FUNCTION_IMAGE"], "digest": digest}]}))
-    deployed = checks.images(checks.kustomize(tmp_path))
-    ours = [i for i in deployed if i.startswith(VERSIONS["FUNCTION_IMAGE"])]
+    # ... which deploy.sh applies pinned by the pushed image's digest.
+    images = checks.images(deployed)
+    ours = [i for i in images if i.startswith(VERSIONS["FUNCTION_IMAGE"])]
     assert len(ours) == 14 and all(  # 13 functions + the db-init Job
-        i == f"{VERSIONS['FUNCTION_IMAGE']}@{digest}" for i in ours)
-    problems = [p for image in deployed for p in checks.image_rules(image, digest_required=image in ours)]
+        i == f"{VERSIONS['FUNCTION_IMAGE']}@{DIGEST}" for i in ours)
+    problems = [p for image in images for p in checks.image_rules(image, digest_required=image in ours)]
     assert not problems
 
 
@@ -194,12 +190,6 @@ def test_image_rules_fail_on_unpinned_images(image: str) -> None:
     assert checks.image_rules("postgres:18.4", digest_required=True)
     assert not checks.image_rules("postgres:18.4")
     assert not checks.image_rules("localhost:5001/x@sha256:" + "a" * 64, digest_required=True)
-
-
-def test_the_deploy_wrapper_in_the_script_matches_the_tested_one() -> None:
-    script = (REPO / "scripts" / "cluster" / "deploy.sh").read_text()
-    assert "../../../deploy/kind" in script and "digest: ${FUNCTION_IMAGE_DIGEST}" in script
-    assert (REPO / ".local" / "cluster" / "deploy" / "../../../deploy/kind").resolve() == OVERLAY
 
 
 def test_local_stack_still_reads_the_base() -> None:
