@@ -54,6 +54,9 @@ k wait --for=condition=Established crd --all --timeout=180s
 log "istioctl install ${ISTIO_VERSION} (istio/install/istio-kind.yaml)"
 "${ISTIOCTL}" install --context "${KUBE_CONTEXT}" -y -f "${ROOT}/istio/install/istio-kind.yaml"
 wait_deployments istio-system
+# istio-cni's node agent must run on every node before a meshed pod starts: it, not an init
+# container, redirects the pod's traffic (knative-saga enforces the restricted Pod Security Standard).
+k -n istio-system rollout status daemonset/istio-cni-node --timeout=300s
 
 # 5. knative-serving in the mesh: under STRICT mTLS the activator, which proxies requests to functions
 # scaled to zero, must present a mesh identity (Knative's "Mutual TLS in Knative" docs).

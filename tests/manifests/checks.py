@@ -12,6 +12,7 @@ forbidden), taken from their documentation (docs/deploy.md lists the sources).
 from __future__ import annotations
 
 import functools
+import posixpath
 import re
 import shutil
 import subprocess
@@ -22,9 +23,12 @@ from typing import Any
 
 import yaml
 
+from tests.manifests import pod_security
+
 REPO = Path(__file__).resolve().parents[2]
 KUBERNETES_VERSION = "1.35.0"  # the kind node image's version (scripts/cluster/versions.env)
 NAMESPACE = "knative-saga"
+FUNCTION_IMAGE_NAME = "knative-saga-functions"  # the one image of the functions and the Jobs (Dockerfile)
 
 
 # --- tools ---------------------------------------------------------------------------------------
@@ -204,9 +208,15 @@ ISTIO_OPERATOR_SCHEMA = _closed({
     "metadata": _METADATA,
     "spec": _closed({
         "profile": {"enum": ["default", "demo", "minimal", "empty", "ambient"]},
-        "values": _closed({"pilot": _closed({"env": {"type": "object",
-                                                     "additionalProperties": _STRING}})}),
-        "components": _closed({"ingressGateways": {"type": "array", "items": _closed({
+        "values": _closed({
+            "pilot": _closed({"env": {"type": "object", "additionalProperties": _STRING}}),
+            # values.global.proxy.seccompProfile: the injected istio-proxy and istio-validation containers'.
+            "global": _closed({"proxy": _closed({"seccompProfile": _closed({
+                "type": {"enum": ["RuntimeDefault", "Localhost", "Unconfined"]}, "localhostProfile": _STRING,
+            }, ["type"])})}),
+        }),
+        "components": _closed({"cni": _closed({"enabled": {"type": "boolean"}, "namespace": _STRING}),
+                               "ingressGateways": {"type": "array", "items": _closed({
             "name": _STRING, "enabled": {"type": "boolean"},
             "k8s": _closed({"service": _closed({"type": {"enum": ["NodePort", "LoadBalancer", "ClusterIP"]},
                                                 "ports": {"type": "array", "items": _GATEWAY_PORT}})}),
@@ -227,6 +237,12 @@ def validate(doc: Mapping[str, Any]) -> list[str]:
 
 
 # --- project rules -----------------------------------------------------------------------------------
+
+# Knative Serving 1.22 with its default features (config-features): the volume sources its webhook
+# admits (VolumeSourceMask; kubernetes.podspec-volumes-emptydir is on by default) and the mount paths it
+# reserves (k8s_validation.go, reservedPaths).
+KNATIVE_VOLUME_SOURCES = frozenset({"secret", "configMap", "projected", "emptyDir"})
+KNATIVE_RESERVED_PATHS = frozenset({"/", "/dev", "/dev/log"})
 
 def knative_services(docs: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [d for d in docs if d.get("kind") == "Service" and d["apiVersion"].startswith("serving.knative.dev/")]
@@ -250,7 +266,15 @@ def service_rules(doc: Mapping[str, Any]) -> list[str]:
         problems.append(f"{name}: template label knative-saga.dev/access (api|auth|events) is missing")
     if doc.get("metadata", {}).get("labels", {}).get("networking.knative.dev/visibility") != "cluster-local":
         problems.append(f"{name}: must be cluster-local (the public entry is istio/gateway.yaml)")
+    if spec.get("securityContext"):
+        problems.append(f"{name}: pod-level securityContext, which Knative rejects by default: set it per container")
+    for volume in spec.get("volumes", []):
+        if not set(volume) - {"name"} <= KNATIVE_VOLUME_SOURCES:
+            problems.append(f"{name}: volume {volume.get('name')} is of a kind Knative admits only behind a flag")
     for container in spec.get("containers", []):
+        for mount in container.get("volumeMounts", []):
+            if posixpath.normpath(mount.get("mountPath", "")) in KNATIVE_RESERVED_PATHS:
+                problems.append(f"{name}: mountPath {mount.get('mountPath')} is reserved by Knative")
         resources = container.get("resources", {})
         for part in ("requests", "limits"):
             if not {"cpu", "memory"} <= set(resources.get(part, {})):
@@ -285,6 +309,24 @@ def trigger_rules(doc: Mapping[str, Any], services: set[str], sinks: set[str], b
     subscriber = spec.get("subscriber", {}).get("ref", {})
     if subscriber.get("kind") != "Service" or subscriber.get("name") not in services:
         problems.append(f"{name}: subscriber {subscriber.get('name')!r} is not a Knative Service here")
+    return problems
+
+
+def read_only_root_rules(doc: Mapping[str, Any]) -> list[str]:
+    """A pod from the project's image: read-only root filesystem, /tmp writable (an emptyDir) for tempfile."""
+    pod = pod_security.pod_spec(doc) or {}
+    empty_dirs = {v.get("name") for v in pod.get("volumes", []) if "emptyDir" in v}
+    problems = []
+    for container in containers(doc):
+        # repository[:tag][@digest] -> the image's last path component
+        if container.get("image", "").split("@")[0].rpartition("/")[2].split(":")[0] != FUNCTION_IMAGE_NAME:
+            continue
+        label = f"{name_of(doc)} container {container.get('name', '')}".rstrip()
+        if container.get("securityContext", {}).get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{label}: readOnlyRootFilesystem must be true")
+        if not any(m.get("mountPath") == "/tmp" and m.get("name") in empty_dirs
+                   for m in container.get("volumeMounts", [])):
+            problems.append(f"{label}: /tmp must be an emptyDir (the root filesystem is read-only)")
     return problems
 
 

@@ -1,6 +1,6 @@
 """Offline checks of everything `make kind-up` / `make deploy` would apply: schemas, the project's rules,
 the mesh policies, the kind config, the Dockerfile, the scripts and the Makefile targets.
-(test_generated.py: what the scripts generate.)
+(test_pod_security.py: the restricted Pod Security Standard; test_generated.py: what the scripts generate.)
 
 Each rule is also run once on a tiny bad example, so a check that can never fail is caught too.
 A missing checker (kubectl, shellcheck, hadolint, kubernetes-validate, cloudcoil models) fails the test.
