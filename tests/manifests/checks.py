@@ -330,6 +330,35 @@ def read_only_root_rules(doc: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+# --- Istio: DENY rules scoped to ports -------------------------------------------------------------
+
+# Source attributes Istio can evaluate on a plain TCP connection (pkg/config/validation, ValidateAuthorizationPolicy).
+_TCP_SOURCE_FIELDS = frozenset({"principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks",
+                                "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks", "serviceAccounts",
+                                "notServiceAccounts"})
+
+
+def deny_port_rules(doc: Mapping[str, Any]) -> list[str]:
+    """A DENY AuthorizationPolicy names the ports each rule is for.
+
+    Istio warns (`istioctl validate`, its webhook) when a DENY rule has a `from` with only HTTP attributes
+    and no `to`, or a `to` without ports: on a port handled as TCP the HTTP attributes are dropped and
+    the rule denies every connection. Stricter than Istio: every `to.operation` needs ports or notPorts.
+    """
+    if doc.get("kind") != "AuthorizationPolicy" or doc.get("spec", {}).get("action") != "DENY":
+        return []
+    problems = []
+    for index, rule in enumerate(doc["spec"].get("rules", [])):
+        sources = [entry.get("source") or {} for entry in rule.get("from", [])]
+        operations = [entry.get("operation") or {} for entry in rule.get("to", [])]
+        if operations:
+            if not all(op.get("ports") or op.get("notPorts") for op in operations):
+                problems.append(f"{name_of(doc)}: DENY rule {index} has a `to` without ports")
+        elif sources and not any(set(source) & _TCP_SOURCE_FIELDS for source in sources):
+            problems.append(f"{name_of(doc)}: DENY rule {index} uses only HTTP attributes and names no ports")
+    return problems
+
+
 _SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|PRIVATE_KEY|API_KEY|DATABASE_URL|_URL_WITH_CREDENTIALS)$")
 _LITERAL_SECRETS = (
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),

@@ -41,7 +41,7 @@ def manifest_problems(docs: Docs) -> list[str]:
     problems = []
     for doc in docs:
         problems += checks.validate(doc) + checks.secret_rules(doc) + checks.read_only_root_rules(doc)
-        problems += pod_security.restricted_problems(doc)
+        problems += checks.deny_port_rules(doc) + pod_security.restricted_problems(doc)
     return problems + [p for doc in checks.knative_services(docs) for p in checks.service_rules(doc)]
 
 

@@ -324,6 +324,45 @@ def test_authorization_rules_fail_when_anyone_may_send_events(overlay: list[dict
     assert authorization_problems(broken)
 
 
+# Knative's queue-proxy serving ports (serving pkg/networking/constants.go: BackendHTTPPort, BackendHTTP2Port,
+# BackendHTTPSPort) and knative-local-gateway's listeners on the gateway pods (net-istio config/203-local-gateway.yaml).
+QUEUE_PROXY_PORTS = {8012, 8013, 8112}
+LOCAL_GATEWAY_PORTS = {8081, 8444}
+
+
+def test_deny_policies_name_the_ports_the_api_is_served_on(overlay: Docs) -> None:
+    denies = [p for p in by_kind(overlay, "AuthorizationPolicy") if p["spec"].get("action") == "DENY"]
+    assert {p["metadata"]["name"] for p in denies} == {"api-require-jwt", "saga-gateway-require-jwt"}
+    problems = [p for doc in denies for p in checks.deny_port_rules(doc)]
+    assert not problems, "\n".join(problems)
+
+    def ports(policy: str) -> set[int]:
+        return {int(port) for rule in named(overlay, "AuthorizationPolicy", policy)["spec"]["rules"]
+                for to in rule["to"] for port in to["operation"]["ports"]}
+
+    api = [d for d in checks.knative_services(overlay)
+           if d["spec"]["template"]["metadata"]["labels"]["knative-saga.dev/access"] == "api"]
+    container_ports = {p["containerPort"] for d in api for c in checks.containers(d) for p in c["ports"]}
+    assert ports("api-require-jwt") == QUEUE_PROXY_PORTS | container_ports
+    [operator] = checks.load_yaml(REPO / "istio" / "install" / "istio-kind.yaml")
+    gateway = operator["spec"]["components"]["ingressGateways"][0]["k8s"]["service"]["ports"]
+    listeners = {p["targetPort"] for p in gateway if p["name"] in ("http2", "https")}
+    assert ports("saga-gateway-require-jwt") == listeners | LOCAL_GATEWAY_PORTS
+
+
+@pytest.mark.parametrize("break_it", ["drop-ports", "from-only"])
+def test_deny_port_rules_fail_on_a_deny_rule_without_ports(overlay: Docs, break_it: str) -> None:
+    policy = copy.deepcopy(named(overlay, "AuthorizationPolicy", "api-require-jwt"))
+    rule = policy["spec"]["rules"][0]
+    if break_it == "drop-ports":
+        rule["to"][0]["operation"].pop("ports")
+    else:
+        rule.pop("to")
+    assert checks.deny_port_rules(policy)
+    rule["from"][0]["source"]["namespaces"] = ["default"]  # a TCP attribute: Istio can scope it without HTTP
+    assert bool(checks.deny_port_rules(policy)) == (break_it == "drop-ports")
+
+
 def route_for(virtual_service: dict[str, Any], path: str) -> str | None:
     """The Knative Service a request path is routed to (the rewritten authority's first label)."""
     for route in virtual_service["spec"]["http"]:
