@@ -12,12 +12,14 @@ import copy
 import os
 import re
 import subprocess
+from collections.abc import Mapping
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 import yaml
 
-from tests.manifests import checks
+from tests.manifests import checks, connections
 from tests.manifests.checks import REPO
 from tests.manifests.rendered import (
     BASE,
@@ -240,6 +242,48 @@ def test_replay_job_rules_fail_on_a_bad_job(overlay: Docs, break_it: str) -> Non
     else:
         pod["spec"]["containers"][0]["command"] = ["saga", "db-init"]
     assert replay_job_problems(job_docs, broken)
+
+
+# --- PostgreSQL: connections -----------------------------------------------------------------------
+
+def pool_connections(env: Mapping[str, str]) -> int:
+    """The connections one function process may hold: the pool functions/platform/database.py builds
+    under this container's env (THREADS, ...). Building an engine opens no connection."""
+    from sqlalchemy.pool import QueuePool
+
+    from functions.platform import database
+
+    with patch.dict(os.environ, env):
+        engine = database.engine.__wrapped__("postgresql://saga@localhost/saga")
+    assert isinstance(engine.pool, QueuePool)
+    return engine.pool.size() + engine.pool._max_overflow
+
+
+def test_postgres_admits_every_pool_at_max_scale(overlay: Docs) -> None:
+    clients = connections.database_clients(overlay)
+    assert len(clients) == 14  # 13 functions + the db-init Job
+    problems = connections.connection_rules(overlay, pool_connections)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("change", ["max-scale", "unbounded", "threads", "max_connections"])
+def test_connection_rules_fail_when_the_pools_outgrow_postgres(overlay: Docs, change: str) -> None:
+    broken = copy.deepcopy(overlay)
+    function = named(broken, "Service", "order-api")["spec"]["template"]
+    if change == "max-scale":
+        function["metadata"]["annotations"]["autoscaling.knative.dev/max-scale"] = "20"
+    elif change == "unbounded":
+        function["metadata"]["annotations"].pop("autoscaling.knative.dev/max-scale")
+    elif change == "threads":
+        next(e for e in _container_env(function) if e["name"] == "THREADS")["value"] = "60"
+    else:
+        named(broken, "StatefulSet", "saga-postgres")["spec"]["template"]["spec"]["containers"][0]["args"] = [
+            "-c", "max_connections=300"]
+    assert connections.connection_rules(broken, pool_connections)
+
+
+def _container_env(template: dict[str, Any]) -> list[dict[str, Any]]:
+    return template["spec"]["containers"][0]["env"]  # type: ignore[no-any-return]
 
 
 # --- Istio ---------------------------------------------------------------------------------------------
