@@ -44,6 +44,23 @@ kustomization() {
   "${VENV_PYTHON}" "${ROOT}/scripts/cluster/kustomizations.py" "$@"
 }
 
+# until_status WANT ATTEMPTS SECONDS INTERVAL COMMAND...: runs COMMAND, which prints an HTTP status,
+# until it prints WANT: at most ATTEMPTS times, INTERVAL seconds apart, no new attempt once SECONDS
+# have passed. Prints the last status (a failing COMMAND counts as an attempt; curl prints 000).
+until_status() {
+  local want="$1" attempts="$2" deadline=$((SECONDS + $3)) interval="$4" status="" attempt
+  shift 4
+  for ((attempt = 1; attempt <= attempts; attempt++)); do
+    status="$("$@")" || true
+    if [[ "${status}" == "${want}" ]] || ((attempt == attempts || SECONDS >= deadline)); then
+      break
+    fi
+    log "answered ${status}, not ${want} (attempt ${attempt} of ${attempts}); again in ${interval} s"
+    sleep "${interval}"
+  done
+  printf '%s\n' "${status}"
+}
+
 # kubectl against this project's kind cluster only, never the user's current context.
 k() {
   "${KUBECTL}" --context "${KUBE_CONTEXT}" "$@"

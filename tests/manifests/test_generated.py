@@ -1,11 +1,12 @@
 """What the scripts generate, rendered and checked like the checked-in manifests: the kustomizations of
 deploy.sh and replay.sh (scripts/cluster/kustomizations.py, run with sample values, an all-digit name
-suffix among them).
+suffix among them), and lib.sh's bounded retry that e2e.sh's first authenticated call uses.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,30 @@ def test_scripts_write_yaml_only_through_the_tested_generator() -> None:
     # No YAML pasted together in a here-document: a value's type would depend on its text.
     for script in SCRIPTS:
         assert not re.search(r"<<-?\s*['\"]?[A-Z]+['\"]?\s*$", script.read_text(), re.M), script.name
+
+
+def until_status(calls: Path, answers: list[str], attempts: int, seconds: int) -> tuple[str, int]:
+    """lib.sh's until_status on a command answering `answers` in turn (000 = curl failed):
+    (the status it printed, how many times it ran the command)."""
+    script = f"""set -euo pipefail
+source {REPO / "scripts" / "cluster" / "lib.sh"}
+answer() {{
+  echo x >>{calls}
+  local n answers=({" ".join(answers)})
+  n="$(wc -l <{calls})"
+  echo "${{answers[n - 1]}}"
+  [[ "${{answers[n - 1]}}" != 000 ]]
+}}
+until_status 200 {attempts} {seconds} 0 answer
+"""
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip(), len(calls.read_text().splitlines())
+
+
+def test_e2e_retries_the_first_authenticated_call_a_bounded_number_of_times(tmp_path: Path) -> None:
+    e2e = (REPO / "scripts" / "cluster" / "e2e.sh").read_text()
+    assert 'status="$(until_status 200 30 60 2 call GET /goods/1 --header "Authorization: Bearer ${token}")"' in e2e
+    assert until_status(tmp_path / "a", ["401", "000", "200", "200"], attempts=30, seconds=60) == ("200", 3)
+    assert until_status(tmp_path / "b", ["401"] * 5, attempts=4, seconds=60) == ("401", 4)
+    assert until_status(tmp_path / "c", ["503"] * 5, attempts=30, seconds=0) == ("503", 1)
