@@ -28,8 +28,8 @@ dev: venv ## start Kafka, PostgreSQL and every function: the whole local stack (
 	$(BIN)/saga dev $(ARGS)
 
 lint: venv ## ruff and mypy
-	$(BIN)/ruff check saga functions localstack bench chaos tests
-	$(BIN)/mypy saga functions localstack bench chaos
+	$(BIN)/ruff check saga functions localstack bench chaos tests scripts
+	$(BIN)/mypy saga functions localstack bench chaos scripts
 
 unit: venv ## unit tests only (no infrastructure)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

@@ -10,6 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need openssl
 [[ -x "${KUBECTL}" ]] || die "no pinned kubectl: run \`make kind-up\` first"
+[[ -x "${VENV_PYTHON}" ]] || die "no .venv: run \`make venv\` first"
 [[ -f "${IMAGE_ENV}" ]] || die "no function image recorded: run \`make images\` first"
 # shellcheck source=/dev/null
 source "${IMAGE_ENV}"
@@ -62,17 +63,7 @@ rm -rf "${secrets_dir:?}"/*
 
 # The project, with the image the last `make images` pushed, pinned by digest.
 render_dir="${STATE_DIR}/deploy"
-mkdir -p "${render_dir}"
-cat >"${render_dir}/kustomization.yaml" <<YAML
-# Written by scripts/cluster/deploy.sh: deploy/kind with the function image pinned by digest.
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-  - ../../../deploy/kind
-images:
-  - name: ${FUNCTION_IMAGE}
-    digest: ${FUNCTION_IMAGE_DIGEST}
-YAML
+kustomization deploy "${render_dir}" --image "${FUNCTION_IMAGE}" --digest "${FUNCTION_IMAGE_DIGEST}"
 log "apply deploy/kind with ${FUNCTION_IMAGE}@${FUNCTION_IMAGE_DIGEST} (${FUNCTION_IMAGE_TAG:-})"
 # A Job's pod template is immutable: replace the db-init Job so it runs with this image.
 k -n "${NAMESPACE}" delete job saga-db-init --ignore-not-found --wait=true

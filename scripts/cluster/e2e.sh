@@ -33,8 +33,11 @@ status="$(call POST /auth/register --header 'Content-Type: application/json' --d
 token="$(curl --silent --fail --max-time 60 --header "Host: ${INGRESS_HOST}" \
   --header 'Content-Type: application/json' --data "${body}" "${base}/auth/login" |
   "${python}" -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')"
-status="$(call GET /goods/1 --header "Authorization: Bearer ${token}")"
-[[ "${status}" == "200" ]] || die "GET /goods/1 with a token answered ${status}, expected 200"
+# The first authenticated call may come before the gateway's and the function's proxies have the
+# JWKS (fetched from auth-api, itself possibly scaled to zero; a valid token is refused meanwhile):
+# retried every 2 s, at most 30 times, no new attempt after 60 s.
+status="$(until_status 200 30 60 2 call GET /goods/1 --header "Authorization: Bearer ${token}")"
+[[ "${status}" == "200" ]] || die "GET /goods/1 with a token answered ${status}, expected 200 (retried up to 60 s)"
 status="$(call GET /goods/1 --header "Authorization: Bearer ${token}x")"
 [[ "${status}" == "401" ]] || die "GET /goods/1 with a forged token answered ${status}, expected 401"
 

@@ -42,18 +42,11 @@ done
 if [[ "$(docker inspect -f '{{json .NetworkSettings.Networks.kind}}' "${REGISTRY_NAME}")" == "null" ]]; then
   docker network connect kind "${REGISTRY_NAME}"
 fi
-# Documents the registry for tools that look for it (KEP-1755).
-k apply -f - <<YAML
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: local-registry-hosting
-  namespace: kube-public
-data:
-  localRegistryHosting.v1: |
-    host: "localhost:${REGISTRY_PORT}"
-    help: "https://kind.sigs.k8s.io/docs/user/local-registry/"
-YAML
+# Documents the registry for tools that look for it (KEP-1755). kubectl writes the ConfigMap; the
+# value is the KEP's small YAML document, its strings quoted.
+k -n kube-public create configmap local-registry-hosting --dry-run=client -o yaml \
+  --from-literal=localRegistryHosting.v1="$(printf 'host: "localhost:%s"\nhelp: "%s"\n' "${REGISTRY_PORT}" \
+    "https://kind.sigs.k8s.io/docs/user/local-registry/")" | k apply -f -
 
 # 4. Knative Serving's CRDs, then Istio (before Serving's pods, so the activator gets its sidecar).
 apply_release "${SERVING}/serving-crds.yaml"
@@ -61,6 +54,9 @@ k wait --for=condition=Established crd --all --timeout=180s
 log "istioctl install ${ISTIO_VERSION} (istio/install/istio-kind.yaml)"
 "${ISTIOCTL}" install --context "${KUBE_CONTEXT}" -y -f "${ROOT}/istio/install/istio-kind.yaml"
 wait_deployments istio-system
+# istio-cni's node agent must run on every node before a meshed pod starts: it, not an init
+# container, redirects the pod's traffic (knative-saga enforces the restricted Pod Security Standard).
+k -n istio-system rollout status daemonset/istio-cni-node --timeout=300s
 
 # 5. knative-serving in the mesh: under STRICT mTLS the activator, which proxies requests to functions
 # scaled to zero, must present a mesh identity (Knative's "Mutual TLS in Knative" docs).

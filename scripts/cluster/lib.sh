@@ -17,7 +17,9 @@ KUBE_CONTEXT="kind-${CLUSTER_NAME}"
 NAMESPACE=knative-saga
 # Written by images.sh, read by deploy.sh: the function image pinned by digest.
 IMAGE_ENV="${STATE_DIR}/image.env"
-export STATE_DIR TOOLS_DIR KIND KUBECTL ISTIOCTL KUBE_CONTEXT NAMESPACE IMAGE_ENV
+# The project's Python (`make venv`).
+VENV_PYTHON="${ROOT}/.venv/bin/python"
+export STATE_DIR TOOLS_DIR KIND KUBECTL ISTIOCTL KUBE_CONTEXT NAMESPACE IMAGE_ENV VENV_PYTHON
 
 log() {
   printf '\033[1m==> %s\033[0m\n' "$*" >&2
@@ -33,6 +35,30 @@ need() {
   for tool in "$@"; do
     command -v "${tool}" >/dev/null 2>&1 || die "needs ${tool} on PATH (see docs/deploy.md, prerequisites)"
   done
+}
+
+# kustomization deploy|replay OUT_DIR ARGS...: writes a generated kustomization from data
+# (scripts/cluster/kustomizations.py), never by pasting values into YAML.
+kustomization() {
+  [[ -x "${VENV_PYTHON}" ]] || die "no .venv: run \`make venv\` first"
+  "${VENV_PYTHON}" "${ROOT}/scripts/cluster/kustomizations.py" "$@"
+}
+
+# until_status WANT ATTEMPTS SECONDS INTERVAL COMMAND...: runs COMMAND, which prints an HTTP status,
+# until it prints WANT: at most ATTEMPTS times, INTERVAL seconds apart, no new attempt once SECONDS
+# have passed. Prints the last status (a failing COMMAND counts as an attempt; curl prints 000).
+until_status() {
+  local want="$1" attempts="$2" deadline=$((SECONDS + $3)) interval="$4" status="" attempt
+  shift 4
+  for ((attempt = 1; attempt <= attempts; attempt++)); do
+    status="$("$@")" || true
+    if [[ "${status}" == "${want}" ]] || ((attempt == attempts || SECONDS >= deadline)); then
+      break
+    fi
+    log "answered ${status}, not ${want} (attempt ${attempt} of ${attempts}); again in ${interval} s"
+    sleep "${interval}"
+  done
+  printf '%s\n' "${status}"
 }
 
 # kubectl against this project's kind cluster only, never the user's current context.

@@ -13,8 +13,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [[ -f "${IMAGE_ENV}" ]] || die "no function image recorded: run \`make images\` first"
 # shellcheck source=/dev/null
 source "${IMAGE_ENV}"
-python="${ROOT}/.venv/bin/python"
-[[ -x "${python}" ]] || die "no .venv: run \`make venv\` first"
 
 args=()
 if [[ "${DEAD_LETTERS:-0}" == "1" ]]; then
@@ -30,31 +28,12 @@ if [[ -n "${ARGS:-}" ]]; then
   read -r -a extra <<<"${ARGS}"
   args+=("${extra[@]}")
 fi
-args_json="$("${python}" -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "${args[@]}")"
-
+# The Job's name carries the time it was started: one Job per run, kept for a day (ttlSecondsAfterFinished).
 suffix="$(date +%Y%m%d%H%M%S)"
-render_dir="${STATE_DIR}/replay"
-mkdir -p "${render_dir}"
-cat >"${render_dir}/kustomization.yaml" <<YAML
-# Written by scripts/cluster/replay.sh: the replay Job with this run's arguments and the deployed image.
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-  - ../../../knative/replay/job
-nameSuffix: -${suffix}
-images:
-  - name: knative-saga-functions
-    newName: ${FUNCTION_IMAGE}
-    digest: ${FUNCTION_IMAGE_DIGEST}
-patches:
-  - target:
-      kind: Job
-      name: saga-replay
-    patch: '[{"op": "replace", "path": "/spec/template/spec/containers/0/args", "value": ${args_json}}]'
-YAML
-job="saga-replay-${suffix}"
+job="$(kustomization replay "${STATE_DIR}/replay" --suffix "${suffix}" --image "${FUNCTION_IMAGE}" \
+  --digest "${FUNCTION_IMAGE_DIGEST}" -- "${args[@]}")"
 log "job ${job}: saga replay ${args[*]}"
-k create -f <(k kustomize "${render_dir}")
+k create -f <(k kustomize "${STATE_DIR}/replay")
 
 # Bounded by the Job's activeDeadlineSeconds (3600 s); one look every 2 s.
 for _ in $(seq 1 1900); do

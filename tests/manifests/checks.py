@@ -12,6 +12,7 @@ forbidden), taken from their documentation (docs/deploy.md lists the sources).
 from __future__ import annotations
 
 import functools
+import posixpath
 import re
 import shutil
 import subprocess
@@ -22,9 +23,12 @@ from typing import Any
 
 import yaml
 
+from tests.manifests import pod_security
+
 REPO = Path(__file__).resolve().parents[2]
 KUBERNETES_VERSION = "1.35.0"  # the kind node image's version (scripts/cluster/versions.env)
 NAMESPACE = "knative-saga"
+FUNCTION_IMAGE_NAME = "knative-saga-functions"  # the one image of the functions and the Jobs (Dockerfile)
 
 
 # --- tools ---------------------------------------------------------------------------------------
@@ -70,7 +74,7 @@ def core_schema_errors(doc: Mapping[str, Any]) -> list[str]:
     try:
         kubernetes_validate.validate(dict(doc), KUBERNETES_VERSION, strict=True)
     except kubernetes_validate.ValidationError as error:
-        return [f"{_name(doc)}: {error.message} at {'/'.join(map(str, error.path))}"]
+        return [f"{name_of(doc)}: {error.message} at {'/'.join(map(str, error.path))}"]
     return []
 
 
@@ -122,9 +126,9 @@ def model_errors(doc: Mapping[str, Any]) -> list[str]:
     try:
         parsed = model.model_validate(dict(doc))
     except ValidationError as error:
-        return [f"{_name(doc)}: {error}"]
+        return [f"{name_of(doc)}: {error}"]
     dumped = parsed.model_dump(by_alias=True, exclude_none=True, mode="json")
-    return [f"{_name(doc)}: unknown field {'.'.join(path)}" for path in _missing_keys(doc, dumped)
+    return [f"{name_of(doc)}: unknown field {'.'.join(path)}" for path in _missing_keys(doc, dumped)
             if (doc["kind"], path) not in _DOCUMENTED_EXTRAS]
 
 
@@ -204,9 +208,15 @@ ISTIO_OPERATOR_SCHEMA = _closed({
     "metadata": _METADATA,
     "spec": _closed({
         "profile": {"enum": ["default", "demo", "minimal", "empty", "ambient"]},
-        "values": _closed({"pilot": _closed({"env": {"type": "object",
-                                                     "additionalProperties": _STRING}})}),
-        "components": _closed({"ingressGateways": {"type": "array", "items": _closed({
+        "values": _closed({
+            "pilot": _closed({"env": {"type": "object", "additionalProperties": _STRING}}),
+            # values.global.proxy.seccompProfile: the injected istio-proxy and istio-validation containers'.
+            "global": _closed({"proxy": _closed({"seccompProfile": _closed({
+                "type": {"enum": ["RuntimeDefault", "Localhost", "Unconfined"]}, "localhostProfile": _STRING,
+            }, ["type"])})}),
+        }),
+        "components": _closed({"cni": _closed({"enabled": {"type": "boolean"}, "namespace": _STRING}),
+                               "ingressGateways": {"type": "array", "items": _closed({
             "name": _STRING, "enabled": {"type": "boolean"},
             "k8s": _closed({"service": _closed({"type": {"enum": ["NodePort", "LoadBalancer", "ClusterIP"]},
                                                 "ports": {"type": "array", "items": _GATEWAY_PORT}})}),
@@ -218,15 +228,21 @@ ISTIO_OPERATOR_SCHEMA = _closed({
 def validate(doc: Mapping[str, Any]) -> list[str]:
     """Every document of a rendered kustomization: its schema, strictly."""
     if doc.get("kind") == "KafkaSink":
-        return jsonschema_errors(doc, KAFKASINK_SCHEMA, _name(doc))
+        return jsonschema_errors(doc, KAFKASINK_SCHEMA, name_of(doc))
     if has_model(doc):
         return model_errors(doc)
     if is_core(doc):
         return core_schema_errors(doc)
-    return [f"{_name(doc)}: no schema to check {doc.get('apiVersion')} {doc.get('kind')} against"]
+    return [f"{name_of(doc)}: no schema to check {doc.get('apiVersion')} {doc.get('kind')} against"]
 
 
 # --- project rules -----------------------------------------------------------------------------------
+
+# Knative Serving 1.22 with its default features (config-features): the volume sources its webhook
+# admits (VolumeSourceMask; kubernetes.podspec-volumes-emptydir is on by default) and the mount paths it
+# reserves (k8s_validation.go, reservedPaths).
+KNATIVE_VOLUME_SOURCES = frozenset({"secret", "configMap", "projected", "emptyDir"})
+KNATIVE_RESERVED_PATHS = frozenset({"/", "/dev", "/dev/log"})
 
 def knative_services(docs: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [d for d in docs if d.get("kind") == "Service" and d["apiVersion"].startswith("serving.knative.dev/")]
@@ -234,7 +250,7 @@ def knative_services(docs: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any
 
 def service_rules(doc: Mapping[str, Any]) -> list[str]:
     """A function Service: scales to zero, bounded concurrency and time, sized, probed, labelled."""
-    name, problems = _name(doc), []
+    name, problems = name_of(doc), []
     template = doc.get("spec", {}).get("template", {})
     annotations = template.get("metadata", {}).get("annotations", {})
     if annotations.get("autoscaling.knative.dev/min-scale") != "0":
@@ -252,7 +268,15 @@ def service_rules(doc: Mapping[str, Any]) -> list[str]:
         problems.append(f"{name}: template label knative-saga.dev/access (api|auth|events) is missing")
     if doc.get("metadata", {}).get("labels", {}).get("networking.knative.dev/visibility") != "cluster-local":
         problems.append(f"{name}: must be cluster-local (the public entry is istio/gateway.yaml)")
+    if spec.get("securityContext"):
+        problems.append(f"{name}: pod-level securityContext, which Knative rejects by default: set it per container")
+    for volume in spec.get("volumes", []):
+        if not set(volume) - {"name"} <= KNATIVE_VOLUME_SOURCES:
+            problems.append(f"{name}: volume {volume.get('name')} is of a kind Knative admits only behind a flag")
     for container in spec.get("containers", []):
+        for mount in container.get("volumeMounts", []):
+            if posixpath.normpath(mount.get("mountPath", "")) in KNATIVE_RESERVED_PATHS:
+                problems.append(f"{name}: mountPath {mount.get('mountPath')} is reserved by Knative")
         resources = container.get("resources", {})
         for part in ("requests", "limits"):
             if not {"cpu", "memory"} <= set(resources.get(part, {})):
@@ -271,7 +295,7 @@ DELIVERY_ORDER = "kafka.eventing.knative.dev/delivery.order"
 
 def trigger_rules(doc: Mapping[str, Any], services: set[str], sinks: set[str], brokers: set[str]) -> list[str]:
     """A Trigger: filtered, unordered, retried, dead-lettered, pointing at a Service that exists."""
-    name, spec, problems = _name(doc), doc.get("spec", {}), []
+    name, spec, problems = name_of(doc), doc.get("spec", {}), []
     if spec.get("broker") not in brokers:
         problems.append(f"{name}: broker {spec.get('broker')!r} does not exist")
     attributes = spec.get("filter", {}).get("attributes", {})
@@ -294,6 +318,53 @@ def trigger_rules(doc: Mapping[str, Any], services: set[str], sinks: set[str], b
     return problems
 
 
+def read_only_root_rules(doc: Mapping[str, Any]) -> list[str]:
+    """A pod from the project's image: read-only root filesystem, /tmp writable (an emptyDir) for tempfile."""
+    pod = pod_security.pod_spec(doc) or {}
+    empty_dirs = {v.get("name") for v in pod.get("volumes", []) if "emptyDir" in v}
+    problems = []
+    for container in containers(doc):
+        # repository[:tag][@digest] -> the image's last path component
+        if container.get("image", "").split("@")[0].rpartition("/")[2].split(":")[0] != FUNCTION_IMAGE_NAME:
+            continue
+        label = f"{name_of(doc)} container {container.get('name', '')}".rstrip()
+        if container.get("securityContext", {}).get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{label}: readOnlyRootFilesystem must be true")
+        if not any(m.get("mountPath") == "/tmp" and m.get("name") in empty_dirs
+                   for m in container.get("volumeMounts", [])):
+            problems.append(f"{label}: /tmp must be an emptyDir (the root filesystem is read-only)")
+    return problems
+
+
+# --- Istio: DENY rules scoped to ports -------------------------------------------------------------
+
+# Source attributes Istio can evaluate on a plain TCP connection (pkg/config/validation, ValidateAuthorizationPolicy).
+_TCP_SOURCE_FIELDS = frozenset({"principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks",
+                                "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks", "serviceAccounts",
+                                "notServiceAccounts"})
+
+
+def deny_port_rules(doc: Mapping[str, Any]) -> list[str]:
+    """A DENY AuthorizationPolicy names the ports each rule is for.
+
+    Istio warns (`istioctl validate`, its webhook) when a DENY rule has a `from` with only HTTP attributes
+    and no `to`, or a `to` without ports: on a port handled as TCP the HTTP attributes are dropped and
+    the rule denies every connection. Stricter than Istio: every `to.operation` needs ports or notPorts.
+    """
+    if doc.get("kind") != "AuthorizationPolicy" or doc.get("spec", {}).get("action") != "DENY":
+        return []
+    problems = []
+    for index, rule in enumerate(doc["spec"].get("rules", [])):
+        sources = [entry.get("source") or {} for entry in rule.get("from", [])]
+        operations = [entry.get("operation") or {} for entry in rule.get("to", [])]
+        if operations:
+            if not all(op.get("ports") or op.get("notPorts") for op in operations):
+                problems.append(f"{name_of(doc)}: DENY rule {index} has a `to` without ports")
+        elif sources and not any(set(source) & _TCP_SOURCE_FIELDS for source in sources):
+            problems.append(f"{name_of(doc)}: DENY rule {index} uses only HTTP attributes and names no ports")
+    return problems
+
+
 _SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|PRIVATE_KEY|API_KEY|DATABASE_URL|_URL_WITH_CREDENTIALS)$")
 _LITERAL_SECRETS = (
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
@@ -303,10 +374,10 @@ _LITERAL_SECRETS = (
 
 def secret_rules(doc: Mapping[str, Any]) -> list[str]:
     """No secret in a manifest: no Secret objects, secret-like env only from secretKeyRef."""
-    name, problems = _name(doc), []
+    name, problems = name_of(doc), []
     if doc.get("kind") == "Secret":
         problems.append(f"{name}: a Secret in the manifests (make deploy creates Secrets; never in git)")
-    for container in _containers(doc):
+    for container in containers(doc):
         for env in container.get("env", []):
             if _SECRET_NAME.search(env.get("name", "")) and "secretKeyRef" not in env.get("valueFrom", {}):
                 problems.append(f"{name}: env {env.get('name')} must come from a secretKeyRef")
@@ -333,10 +404,10 @@ def image_rules(image: str, *, digest_required: bool = False) -> list[str]:
 
 
 def images(docs: Iterable[Mapping[str, Any]]) -> list[str]:
-    return [c["image"] for d in docs for c in _containers(d)]
+    return [c["image"] for d in docs for c in containers(d)]
 
 
-def _containers(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def containers(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     spec = doc.get("spec", {})
     pod = spec.get("template", {}).get("spec", spec) if "template" in spec else spec
     if doc.get("kind") == "CronJob":
@@ -344,5 +415,5 @@ def _containers(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [*pod.get("initContainers", []), *pod.get("containers", [])]
 
 
-def _name(doc: Mapping[str, Any]) -> str:
+def name_of(doc: Mapping[str, Any]) -> str:
     return f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"

@@ -1,5 +1,6 @@
 """Offline checks of everything `make kind-up` / `make deploy` would apply: schemas, the project's rules,
 the mesh policies, the kind config, the Dockerfile, the scripts and the Makefile targets.
+(test_pod_security.py: the restricted Pod Security Standard; test_generated.py: what the scripts generate.)
 
 Each rule is also run once on a tiny bad example, so a check that can never fail is caught too.
 A missing checker (kubectl, shellcheck, hadolint, kubernetes-validate, cloudcoil models) fails the test.
@@ -11,46 +12,33 @@ import copy
 import os
 import re
 import subprocess
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 import yaml
 
-from tests.manifests import checks
+from tests.manifests import checks, connections
 from tests.manifests.checks import REPO
+from tests.manifests.rendered import (
+    BASE,
+    DIGEST,
+    SCRIPTS,
+    VERSIONS,
+    Docs,
+    by_kind,
+    named,
+    replay_job_problems,
+)
 
 # cloudcoil's generated eventing models warn about their own field names on import.
 pytestmark = pytest.mark.filterwarnings("ignore:Field name .* shadows an attribute:UserWarning")
 
-BASE = REPO / "knative"
-OVERLAY = REPO / "deploy" / "kind"
-VERSIONS = checks.read_env_file(REPO / "scripts" / "cluster" / "versions.env")
-SCRIPTS = sorted((REPO / "scripts" / "cluster").glob("*.sh"))
 ISSUER = "https://auth.knative-saga.example"
 AUDIENCE = "knative-saga"
 JWKS_URI = "http://auth-api.knative-saga.svc.cluster.local/.well-known/jwks.json"
 API_PATHS = ["/orders", "/orders/*", "/goods/*", "/account/*"]
-
-Docs = list[dict[str, Any]]
-
-
-@pytest.fixture(scope="module")
-def base() -> list[dict[str, Any]]:
-    return checks.kustomize(BASE)
-
-
-@pytest.fixture(scope="module")
-def overlay() -> list[dict[str, Any]]:
-    return checks.kustomize(OVERLAY)
-
-
-def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind]
-
-
-def named(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
 
 
 def a_service() -> dict[str, Any]:
@@ -185,22 +173,18 @@ def test_secret_rules_fail_on_literal_secrets() -> None:
     assert not checks.literal_secret_rules('url="postgresql://saga:${password}@host/saga"', "x")
 
 
-def test_images_are_pinned_and_the_deployed_function_image_by_digest(tmp_path: Path, overlay: Docs) -> None:
+def test_images_are_pinned_and_the_deployed_function_image_by_digest(overlay: Docs, deployed: Docs) -> None:
     # Third-party images: exact versions. The function image is a placeholder (`:dev`) in git ...
     third_party = [i for i in checks.images(overlay) if not i.startswith(VERSIONS["FUNCTION_IMAGE"])]
     assert len(third_party) == 2
     problems = [p for image in third_party for p in checks.image_rules(image)]
     assert not problems, "\n".join(problems)
-    # ... which deploy.sh applies: the overlay wrapped with the pushed image's digest.
-    digest = "sha256:" + "0" * 64
-    wrapper = tmp_path / "kustomization.yaml"
-    wrapper.write_text(yaml.safe_dump({"resources": [os.path.relpath(OVERLAY, tmp_path)],
-                                       "images": [{"name": VERSIONS["FUNCTION_IMAGE"], "digest": digest}]}))
-    deployed = checks.images(checks.kustomize(tmp_path))
-    ours = [i for i in deployed if i.startswith(VERSIONS["FUNCTION_IMAGE"])]
+    # ... which deploy.sh applies pinned by the pushed image's digest.
+    images = checks.images(deployed)
+    ours = [i for i in images if i.startswith(VERSIONS["FUNCTION_IMAGE"])]
     assert len(ours) == 14 and all(  # 13 functions + the db-init Job
-        i == f"{VERSIONS['FUNCTION_IMAGE']}@{digest}" for i in ours)
-    problems = [p for image in deployed for p in checks.image_rules(image, digest_required=image in ours)]
+        i == f"{VERSIONS['FUNCTION_IMAGE']}@{DIGEST}" for i in ours)
+    problems = [p for image in images for p in checks.image_rules(image, digest_required=image in ours)]
     assert not problems
 
 
@@ -210,12 +194,6 @@ def test_image_rules_fail_on_unpinned_images(image: str) -> None:
     assert checks.image_rules("postgres:18.4", digest_required=True)
     assert not checks.image_rules("postgres:18.4")
     assert not checks.image_rules("localhost:5001/x@sha256:" + "a" * 64, digest_required=True)
-
-
-def test_the_deploy_wrapper_in_the_script_matches_the_tested_one() -> None:
-    script = (REPO / "scripts" / "cluster" / "deploy.sh").read_text()
-    assert "../../../deploy/kind" in script and "digest: ${FUNCTION_IMAGE_DIGEST}" in script
-    assert (REPO / ".local" / "cluster" / "deploy" / "../../../deploy/kind").resolve() == OVERLAY
 
 
 def test_local_stack_still_reads_the_base() -> None:
@@ -245,38 +223,7 @@ def test_kafka_and_database_wiring_is_consistent(overlay: list[dict[str, Any]]) 
     assert namespace["istio-injection"] == "enabled"
 
 
-def replay_job_problems(job_docs: Docs, overlay: Docs) -> list[str]:
-    """The replay Job runs `saga replay` with an account that can read the routing and change nothing."""
-    problems = [p for doc in job_docs for p in checks.validate(doc)]
-    job = next(d for d in job_docs if d["kind"] == "Job")
-    pod = job["spec"]["template"]
-    container = pod["spec"]["containers"][0]
-    account = pod["spec"].get("serviceAccountName")
-    if container.get("command") != ["saga", "replay"]:
-        problems.append(f"the Job must run `saga replay`, runs {container.get('command')}")
-    env = {e["name"]: e.get("value") for e in container.get("env", [])}
-    broker = by_kind(overlay, "Broker")[0]["metadata"]
-    if env.get("SAGA_REPLAY_BROKER") != f"{broker['namespace']}/{broker['name']}":
-        problems.append(f"SAGA_REPLAY_BROKER {env.get('SAGA_REPLAY_BROKER')} is not the Broker")
-    bootstrap = named(overlay, "ConfigMap", "saga-kafka-broker-config")["data"]["bootstrap.servers"]
-    if env.get("KAFKA_BOOTSTRAP_SERVERS") != bootstrap:
-        problems.append("KAFKA_BOOTSTRAP_SERVERS differs from the broker's bootstrap.servers")
-    if pod["metadata"].get("annotations", {}).get("sidecar.istio.io/inject") != "false":
-        problems.append("the Job must run outside the mesh, like the Kafka dispatcher (no sidecar)")
-    if job["spec"].get("backoffLimit") != 0:
-        problems.append("a failed replay must not be retried behind the operator's back")
-    bindings = [b for b in by_kind(overlay, "RoleBinding")
-                if {"kind": "ServiceAccount", "name": account, "namespace": "knative-saga"} in b["subjects"]]
-    roles = [named(overlay, "Role", b["roleRef"]["name"]) for b in bindings]
-    if not any(d["metadata"]["name"] == account for d in by_kind(overlay, "ServiceAccount")) or not roles:
-        problems.append(f"service account {account} or its RoleBinding is not deployed")
-    granted = {(g, r, v) for role in roles for rule in role["rules"] for g in rule["apiGroups"]
-               for r in rule["resources"] for v in rule["verbs"]}
-    wanted = {("eventing.knative.dev", r, v) for r in ("brokers", "triggers", "kafkasinks") for v in ("get", "list")}
-    if granted != wanted:
-        problems.append(f"the replay account must read exactly the routing: {sorted(granted ^ wanted)}")
-    return problems
-
+# --- the replay Job --------------------------------------------------------------------------------
 
 def test_replay_job_renders_validates_and_only_reads_the_routing(overlay: Docs) -> None:
     job_docs = checks.kustomize(REPO / "knative" / "replay" / "job")
@@ -297,6 +244,48 @@ def test_replay_job_rules_fail_on_a_bad_job(overlay: Docs, break_it: str) -> Non
     else:
         pod["spec"]["containers"][0]["command"] = ["saga", "db-init"]
     assert replay_job_problems(job_docs, broken)
+
+
+# --- PostgreSQL: connections -----------------------------------------------------------------------
+
+def pool_connections(env: Mapping[str, str]) -> int:
+    """The connections one function process may hold: the pool functions/platform/database.py builds
+    under this container's env (THREADS, ...). Building an engine opens no connection."""
+    from sqlalchemy.pool import QueuePool
+
+    from functions.platform import database
+
+    with patch.dict(os.environ, env):
+        engine = database.engine.__wrapped__("postgresql://saga@localhost/saga")
+    assert isinstance(engine.pool, QueuePool)
+    return engine.pool.size() + engine.pool._max_overflow
+
+
+def test_postgres_admits_every_pool_at_max_scale(overlay: Docs) -> None:
+    clients = connections.database_clients(overlay)
+    assert len(clients) == 14  # 13 functions + the db-init Job
+    problems = connections.connection_rules(overlay, pool_connections)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("change", ["max-scale", "unbounded", "threads", "max_connections"])
+def test_connection_rules_fail_when_the_pools_outgrow_postgres(overlay: Docs, change: str) -> None:
+    broken = copy.deepcopy(overlay)
+    function = named(broken, "Service", "order-api")["spec"]["template"]
+    if change == "max-scale":
+        function["metadata"]["annotations"]["autoscaling.knative.dev/max-scale"] = "20"
+    elif change == "unbounded":
+        function["metadata"]["annotations"].pop("autoscaling.knative.dev/max-scale")
+    elif change == "threads":
+        next(e for e in _container_env(function) if e["name"] == "THREADS")["value"] = "60"
+    else:
+        named(broken, "StatefulSet", "saga-postgres")["spec"]["template"]["spec"]["containers"][0]["args"] = [
+            "-c", "max_connections=300"]
+    assert connections.connection_rules(broken, pool_connections)
+
+
+def _container_env(template: dict[str, Any]) -> list[dict[str, Any]]:
+    return template["spec"]["containers"][0]["env"]  # type: ignore[no-any-return]
 
 
 # --- Istio ---------------------------------------------------------------------------------------------
@@ -379,6 +368,45 @@ def test_authorization_rules_fail_when_anyone_may_send_events(overlay: list[dict
     named(broken, "AuthorizationPolicy", "events-allow-eventing")["spec"]["rules"][0]["from"][0]["source"][
         "namespaces"].append("default")
     assert authorization_problems(broken)
+
+
+# Knative's queue-proxy serving ports (serving pkg/networking/constants.go: BackendHTTPPort, BackendHTTP2Port,
+# BackendHTTPSPort) and knative-local-gateway's listeners on the gateway pods (net-istio config/203-local-gateway.yaml).
+QUEUE_PROXY_PORTS = {8012, 8013, 8112}
+LOCAL_GATEWAY_PORTS = {8081, 8444}
+
+
+def test_deny_policies_name_the_ports_the_api_is_served_on(overlay: Docs) -> None:
+    denies = [p for p in by_kind(overlay, "AuthorizationPolicy") if p["spec"].get("action") == "DENY"]
+    assert {p["metadata"]["name"] for p in denies} == {"api-require-jwt", "saga-gateway-require-jwt"}
+    problems = [p for doc in denies for p in checks.deny_port_rules(doc)]
+    assert not problems, "\n".join(problems)
+
+    def ports(policy: str) -> set[int]:
+        return {int(port) for rule in named(overlay, "AuthorizationPolicy", policy)["spec"]["rules"]
+                for to in rule["to"] for port in to["operation"]["ports"]}
+
+    api = [d for d in checks.knative_services(overlay)
+           if d["spec"]["template"]["metadata"]["labels"]["knative-saga.dev/access"] == "api"]
+    container_ports = {p["containerPort"] for d in api for c in checks.containers(d) for p in c["ports"]}
+    assert ports("api-require-jwt") == QUEUE_PROXY_PORTS | container_ports
+    [operator] = checks.load_yaml(REPO / "istio" / "install" / "istio-kind.yaml")
+    gateway = operator["spec"]["components"]["ingressGateways"][0]["k8s"]["service"]["ports"]
+    listeners = {p["targetPort"] for p in gateway if p["name"] in ("http2", "https")}
+    assert ports("saga-gateway-require-jwt") == listeners | LOCAL_GATEWAY_PORTS
+
+
+@pytest.mark.parametrize("break_it", ["drop-ports", "from-only"])
+def test_deny_port_rules_fail_on_a_deny_rule_without_ports(overlay: Docs, break_it: str) -> None:
+    policy = copy.deepcopy(named(overlay, "AuthorizationPolicy", "api-require-jwt"))
+    rule = policy["spec"]["rules"][0]
+    if break_it == "drop-ports":
+        rule["to"][0]["operation"].pop("ports")
+    else:
+        rule.pop("to")
+    assert checks.deny_port_rules(policy)
+    rule["from"][0]["source"]["namespaces"] = ["default"]  # a TCP attribute: Istio can scope it without HTTP
+    assert bool(checks.deny_port_rules(policy)) == (break_it == "drop-ports")
 
 
 def route_for(virtual_service: dict[str, Any], path: str) -> str | None:
