@@ -1,18 +1,21 @@
 # One image for every function: Knative Services pick the function with FUNCTION_SOURCE and
 # FUNCTION_TARGET (knative/*.yaml) and set PORT. Also carries the `saga` CLI (the db-init and replay Jobs).
-# Built by `make images`; the base image is pinned to an exact Python release.
+# Built by `make images`; the base image is pinned to an exact Python release, every package by the
+# hashes in requirements/image.lock (`make lock`).
 
 FROM python:3.11.14-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 RUN python -m venv /opt/venv
+# Runtime dependencies and the [replay] extra, the Kafka client the replay Job uses (`saga replay`;
+# functions never import it: they talk HTTP to the broker). Not the [stack] extra: the local Knative
+# stand-in has no place in a cluster.
+COPY requirements/image.lock ./
+RUN /opt/venv/bin/pip install --require-hashes --no-deps -r image.lock
 COPY pyproject.toml README.md ./
 COPY saga ./saga
 COPY functions ./functions
-# Runtime dependencies (pinned in pyproject.toml) and the [replay] extra, the Kafka client the replay
-# Job uses (`saga replay`; functions never import it: they talk HTTP to the broker). Not the [stack]
-# extra: the local Knative stand-in has no place in a cluster.
-RUN /opt/venv/bin/pip install ".[replay]"
+RUN /opt/venv/bin/pip install --no-deps .
 
 FROM python:3.11.14-slim
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PORT=8080
@@ -21,6 +24,9 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 # functions-framework loads the target from a source file path (FUNCTION_SOURCE, relative to /app).
 COPY functions ./functions
+# Byte-compiled here, as pip compiled the packages: a cold start reads bytecode, compiles nothing,
+# and the read-only root filesystem could not keep what it compiled anyway.
+RUN python -m compileall -q /app/functions /opt/venv/lib
 USER 10001
 EXPOSE 8080
 CMD ["sh", "-c", "exec functions-framework --source \"$FUNCTION_SOURCE\" --target \"$FUNCTION_TARGET\" --host 0.0.0.0 --port \"$PORT\""]

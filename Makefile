@@ -6,23 +6,36 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Every package pinned with its hashes, written by `make lock` from pyproject.toml: `make dev`,
+# `make test`, the benchmark and the image (requirements/image.lock) install exactly these.
+LOCK := requirements/dev.lock
+UV := uv==0.13.9
 PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test lint unit bench chaos clean
+.PHONY: help venv lock dev test lint unit bench chaos clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip==25.3
-	$(BIN)/pip install -q -e '.[stack,dev]'
+	$(BIN)/pip install -q --upgrade pip==25.3 $(UV)
+	$(BIN)/uv pip sync -q --python $(BIN)/python --require-hashes $(LOCK)
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
-venv: $(STAMP) ## create .venv with the pinned packages (again only when pyproject.toml changes)
+venv: $(STAMP) ## create .venv with the locked packages (again only when pyproject.toml or the lock changes)
+
+lock: ## write requirements/*.lock from pyproject.toml: every package pinned, with hashes
+	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
+	$(PYTHON) -m venv .local/uv && .local/uv/bin/pip install -q $(UV)
+	.local/uv/bin/uv pip compile -q pyproject.toml --extra stack --extra dev --generate-hashes --universal \
+		--python-version 3.11 --custom-compile-command "make lock" -o $(LOCK)
+	.local/uv/bin/uv pip compile -q pyproject.toml --extra replay --generate-hashes --universal \
+		--python-version 3.11 --custom-compile-command "make lock" -c $(LOCK) -o requirements/image.lock
 
 dev: venv ## start Kafka, PostgreSQL and every function: the whole local stack (Ctrl-C stops it)
 	$(BIN)/saga dev $(ARGS)

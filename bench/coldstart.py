@@ -103,13 +103,13 @@ _STARTUP = """
 import time
 began = time.time()
 import json, sys
-import functions_framework, flask
+import functions_framework, functions_framework.aio, gunicorn.app.base, uvicorn_worker, uvloop, httptools
 framework = time.time()
 import importlib; importlib.import_module(sys.argv[1])
 imported = time.time()
-from functions.platform.database import engine
-with engine(sys.argv[2]).connect():
-    pass
+from functions.platform.database import postgres_url
+import psycopg
+psycopg.connect(postgres_url(sys.argv[2])).close()
 connected = time.time()
 print(json.dumps({"interpreter": began - float(sys.argv[3]), "framework imports": framework - began,
                   "function imports": imported - framework, "first database connection": connected - imported}))
@@ -118,8 +118,9 @@ print(json.dumps({"interpreter": began - float(sys.argv[3]), "framework imports"
 
 def import_times(source: str, database_url: str, runs: int = 3) -> dict[str, float]:
     """Where a start's time goes, in milliseconds, best of `runs` fresh interpreters: spawning the
-    interpreter until it runs the first line, the runtime's imports (functions-framework, Flask), the
-    function module's, and its first database connection (what its first request pays besides)."""
+    interpreter until it runs the first line, the runtime's imports (functions-framework in ASGI mode:
+    Starlette, gunicorn, the uvicorn worker), the function module's, and its first database
+    connection (what its first request pays besides)."""
     module = source.removesuffix(".py").replace("/", ".")
     best: dict[str, float] = {}
     for _ in range(runs):

@@ -6,9 +6,9 @@ comes on stdin, not argv, since it holds a token).
 - open loop: orders start at a fixed rate whatever the system does, and latency counts from the
   scheduled start, so a system that falls behind cannot hide its queue (no coordinated omission).
 
-An order's end is seen by polling the orders table every 5 ms, one query for every order in flight:
-the issue allows `?wait` or polling at 5 ms, and one query per tick costs the system less than a
-held request per order (order-api serves 20 at a time).
+An order's end is seen the moment it commits: the watcher LISTENs on the channel the order saga
+notifies when an order ends (`orders_ended`, as `GET /orders/{id}?wait` does), so the system runs no
+query for the benchmark and no poll interval adds to the latency.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import aiohttp
-import sqlalchemy as sa
+import psycopg
 
-from functions.platform.config import normalise_database_url
+from functions.order.create_order_saga import ORDER_ENDED
+from functions.platform.database import postgres_url
 
-POLL_SECONDS = 0.005
 END_TIMEOUT = 60.0  # an order not ended this long after its start is counted as unfinished
 
 
@@ -84,7 +84,7 @@ class Result:
     window: float = 0.0
     order_ids: list[str] = field(default_factory=list)
     cpu_seconds: float = 0.0  # this process's own (the load generator's)
-    polls: int = 0  # queries the end watcher ran (not the system's work)
+    notices: int = 0  # order ends the watcher was told of
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -93,7 +93,7 @@ class Result:
             "refused": dict(self.refused), "ended": dict(self.ended), "unfinished": self.unfinished,
             "throughput": round(self.ends_in_window / self.window, 1) if self.window else 0.0,
             "latency_ms": percentiles(self.latencies),
-            "cpu_seconds": round(self.cpu_seconds, 3), "polls": self.polls, "order_ids": self.order_ids,
+            "cpu_seconds": round(self.cpu_seconds, 3), "notices": self.notices, "order_ids": self.order_ids,
         }
 
 
@@ -110,45 +110,44 @@ def percentiles(samples: list[float]) -> dict[str, float] | None:
 
 
 class EndWatcher(threading.Thread):
-    """Every 5 ms, one query for the orders in flight; resolves each one's future when it leaves PENDING."""
+    """LISTENs for order ends and resolves each order's future with (when it was seen, its outcome).
+    An end notified before the order was expected (a fast saga) is kept until it is."""
 
     def __init__(self, database_url: str, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(name="end-watcher", daemon=True)
-        self.engine = sa.create_engine(normalise_database_url(database_url), isolation_level="AUTOCOMMIT")
+        self.connection = psycopg.connect(postgres_url(database_url), autocommit=True)
+        self.connection.execute(f"LISTEN {ORDER_ENDED}")  # before the first order is placed
         self.loop = loop
         self.waiting: dict[str, asyncio.Future[tuple[float, str]]] = {}
+        self.ended: dict[str, tuple[float, str]] = {}
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.polls = 0
+        self.notices = 0
 
     def expect(self, order_id: str) -> asyncio.Future[tuple[float, str]]:
         future: asyncio.Future[tuple[float, str]] = self.loop.create_future()
         with self.lock:
-            self.waiting[order_id] = future
+            if order_id in self.ended:
+                future.set_result(self.ended.pop(order_id))
+            else:
+                self.waiting[order_id] = future
         return future
 
     def run(self) -> None:
-        query = sa.text(
-            "/* bench */ SELECT order_id, state, rejection_reason FROM orders.orders "
-            "WHERE order_id = ANY(:ids) AND state <> 'PENDING'"
-        )
-        with self.engine.connect() as conn:
+        with self.connection:
             while not self.stop.is_set():
-                tick = time.monotonic()
-                with self.lock:
-                    ids = list(self.waiting)
-                if ids:
-                    rows = conn.execute(query, {"ids": ids}).all()
+                for notice in self.connection.notifies(timeout=0.5):
                     seen = time.monotonic()
-                    self.polls += 1
-                    for row in rows:
-                        with self.lock:
-                            future = self.waiting.pop(row.order_id, None)
-                        if future is not None:
-                            outcome = row.state if row.state == "APPROVED" else f"{row.state}:{row.rejection_reason}"
-                            self.loop.call_soon_threadsafe(_settle, future, (seen, outcome))
-                self.stop.wait(max(0.0, POLL_SECONDS - (time.monotonic() - tick)))
-        self.engine.dispose()
+                    ended = json.loads(notice.payload)
+                    state = ended["state"]
+                    outcome = state if state == "APPROVED" else f"{state}:{ended['rejectionReason']}"
+                    self.notices += 1
+                    with self.lock:
+                        future = self.waiting.pop(ended["orderId"], None)
+                        if future is None:
+                            self.ended[ended["orderId"]] = (seen, outcome)
+                    if future is not None:
+                        self.loop.call_soon_threadsafe(_settle, future, (seen, outcome))
 
 
 def _settle(future: asyncio.Future[tuple[float, str]], value: tuple[float, str]) -> None:
@@ -232,7 +231,7 @@ async def run(phase: Phase) -> Result:
     result.window = window[1] - window[0]
     watcher.stop.set()
     watcher.join(timeout=5)
-    result.polls = watcher.polls
+    result.notices = watcher.notices
     result.cpu_seconds = _cpu() - cpu_before
     return result
 

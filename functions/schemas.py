@@ -22,9 +22,9 @@ SERVICE_SCHEMAS = (
 def init_databases(database_url: str, *, seed_dev: bool, seed_catalogue: bool = False) -> None:
     """Create schemas and tables that are missing (idempotent); with seed_dev, the dev demo data
     (which includes the catalogue); with seed_catalogue, the catalogue only."""
-    from functions.platform.database import engine
+    from functions.platform.config import normalise_database_url
 
-    db = engine(database_url)
+    db = sa.create_engine(normalise_database_url(database_url), poolclass=sa.pool.NullPool)
     for name in SERVICE_SCHEMAS:
         module = importlib.import_module(name)
         metadata: sa.MetaData = module.metadata

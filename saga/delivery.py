@@ -10,58 +10,58 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from typing import Any
 
-import sqlalchemy as sa
+import psycopg
 from cloudevents.conversion import to_binary
 from cloudevents.exceptions import GenericException as CloudEventError
-from cloudevents.http import CloudEvent, from_http
+from cloudevents.http import from_http
+from starlette.requests import Request
+from starlette.responses import Response
 
 from saga.crashpoints import crash_point
 from saga.errors import SagaError
-from saga.inbox import handle_once
+from saga.inbox import Handler, Inbox, handle_once
+from saga.transaction import Database
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[sa.Connection, CloudEvent], CloudEvent | None]
-ResponseTuple = tuple[Any, int, dict[str, str]]
 
 PROBLEM = "application/problem+json"
 MAX_EVENT_BYTES = 1024 * 1024  # Kafka's default record limit: no event the broker carried is larger
 
 
-def serve(request: Any, *, engine: sa.Engine, inbox: sa.Table, consumer: str, handle: Handler) -> ResponseTuple:
-    """The body of an event-driven http function; `request` is the Flask request."""
-    if (request.content_length or 0) > MAX_EVENT_BYTES:
+async def serve(request: Request, *, database: Database, inbox: Inbox, consumer: str, handle: Handler) -> Response:
+    """The body of an event-driven function (`functions_framework.aio.http`)."""
+    if int(request.headers.get("content-length") or 0) > MAX_EVENT_BYTES:
+        return problem(413, "Event too large", f"an event is at most {MAX_EVENT_BYTES} bytes (the broker's limit)")
+    body = await request.body()
+    if len(body) > MAX_EVENT_BYTES:
         return problem(413, "Event too large", f"an event is at most {MAX_EVENT_BYTES} bytes (the broker's limit)")
     try:
-        event = from_http(dict(request.headers), request.get_data())
+        event = from_http(dict(request.headers), body)
     except CloudEventError as exc:
         return problem(400, "Not a CloudEvent", str(exc))
     try:
-        with engine.begin() as tx:
-            reply = handle_once(tx, inbox, consumer, event, handle)
+        reply = await database.run(lambda tx: handle_once(tx, inbox, consumer, event, handle))
     except SagaError as exc:
         if exc.retryable or exc.status >= 500:
             log.warning("%s: event %s failed, will be redelivered: %s", consumer, event["id"], exc)
         else:
             log.error("%s: event %s rejected: %s", consumer, event["id"], exc)
         return problem(exc.status, type(exc).__name__, str(exc))
-    except sa.exc.DataError as exc:
+    except psycopg.errors.DataError as exc:
         # A value PostgreSQL refuses (out of range, NUL in text): no redelivery can change that.
-        log.error("%s: event %s rejected by the database: %s", consumer, event["id"], exc.orig)
+        log.error("%s: event %s rejected by the database: %s", consumer, event["id"], exc)
         return problem(400, "InvalidMessage", "a value in the event is out of range or malformed")
     except Exception:
         log.exception("%s: event %s failed", consumer, event["id"])
         return problem(500, "Internal error", "the event could not be handled; it will be redelivered")
     crash_point(f"{consumer}.after-commit")  # committed, but the dispatcher never hears back
     if reply is None:
-        return "", 202, {}
-    headers, body = to_binary(reply)
-    return body, 200, dict(headers)
+        return Response(status_code=202)
+    headers, data = to_binary(reply)
+    return Response(data, status_code=200, headers=dict(headers))
 
 
-def problem(status: int, title: str, detail: str) -> ResponseTuple:
+def problem(status: int, title: str, detail: str) -> Response:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    return json.dumps(body), status, {"Content-Type": PROBLEM}
+    return Response(json.dumps(body), status_code=status, media_type=PROBLEM)

@@ -5,7 +5,8 @@ A transition runs local steps inline, stops at the next participant step (its co
 result) and records every move in the append-only history. Command ids are derived from
 (saga id, step, direction), so re-running a transition after a rollback yields identical events.
 A reply is applied only if it answers the command the saga is waiting for; anything else
-(duplicate, stale, late) is recorded and ignored.
+(duplicate, stale, late) is recorded and ignored. Handling a reply is two steps, so the saga's read
+travels with the inbox's in one round trip: `handle_reply` queues it, the decision it returns acts.
 
 Every awaited command has a deadline (`step_timeout` after it is sent). `expire` is what the stuck-saga
 sweep calls on an overdue saga: a forward step times out and the saga compensates, this step included
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from cloudevents.http import CloudEvent
@@ -86,14 +87,16 @@ class SagaStore(Protocol):
 
     def insert(self, tx: Any, instance: SagaInstance, history: Sequence[HistoryEntry]) -> None: ...
 
-    def lock(self, tx: Any, saga_type: str, saga_id: str) -> SagaInstance | None: ...
+    def lock(self, tx: Any, saga_type: str, saga_id: str) -> Callable[[], SagaInstance | None]:
+        """Queue the read of the instance under its row lock; the result reads it."""
+        ...
 
-    def lock_overdue(self, tx: Any, saga_type: str, saga_id: str) -> SagaInstance | None:
-        """`lock`, but only if the saga is unfinished and past its deadline; else None."""
+    def lock_overdue(self, tx: Any, saga_type: str, saga_id: str) -> Callable[[], SagaInstance | None]:
+        """`lock`, but only if the saga is unfinished and past its deadline; else it reads None."""
         ...
 
     def update(self, tx: Any, instance: SagaInstance, history: Sequence[HistoryEntry]) -> None:
-        """Write `instance` (its version already incremented) if the stored version is the one before."""
+        """Write `instance` (its version already incremented); the caller holds its lock."""
         ...
 
     def append(self, tx: Any, saga_id: str, history: Sequence[HistoryEntry]) -> None: ...
@@ -159,8 +162,10 @@ class SagaEngine(Generic[D]):
         self.store.insert(tx, run.result(), run.history)
         return command
 
-    def handle_reply(self, tx: Any, event: CloudEvent) -> CloudEvent | None:
-        """Apply a participant's reply; returns the next command, if any."""
+    def handle_reply(self, tx: Any, event: CloudEvent) -> Callable[[], CloudEvent | None]:
+        """Queue the read of the saga a participant's reply is for, and return the decision that
+        applies the reply and returns the next command, if any (`saga.inbox.handle_once` calls it
+        once it knows the reply is new)."""
         if event["type"] != REPLY_TYPE or event.get(SAGA_TYPE) != self.definition.name:
             raise InvalidMessage(f"{self.definition.name} cannot handle {event['type']} / {event.get(SAGA_TYPE)}")
         saga_id = require_extension(event, SAGA_ID)
@@ -170,8 +175,11 @@ class SagaEngine(Generic[D]):
             outcome = Outcome(require_extension(event, REPLY_OUTCOME))
         except ValueError as exc:
             raise InvalidMessage(f"reply {event['id']} has an unknown outcome") from exc
+        locked = self.store.lock(tx, self.definition.name, saga_id)
+        return lambda: self._apply_reply(tx, event, locked(), saga_id, answers, kind, outcome)
 
-        instance = self.store.lock(tx, self.definition.name, saga_id)
+    def _apply_reply(self, tx: Any, event: CloudEvent, instance: SagaInstance | None, saga_id: str, answers: str,
+                     kind: str, outcome: Outcome) -> CloudEvent | None:
         if instance is None:
             raise UnknownSaga(f"no {self.definition.name} instance {saga_id}")
         if instance.finished or instance.awaiting != answers:
@@ -198,7 +206,7 @@ class SagaEngine(Generic[D]):
 
     def expire(self, tx: Any, saga_id: str) -> CloudEvent | None:
         """Act on a saga whose awaited reply is overdue; None if it is not (any more)."""
-        instance = self.store.lock_overdue(tx, self.definition.name, saga_id)
+        instance = self.store.lock_overdue(tx, self.definition.name, saga_id)()
         if instance is None or instance.finished or instance.awaiting is None:
             return None
         run = _Run(instance, from_data(self.definition.data_type, instance.data), self.step_timeout)

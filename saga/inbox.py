@@ -1,56 +1,48 @@
 """Idempotent receipt: a consumer handles each event (source, id) once, and a redelivery gets the
 reply the first handling produced.
 
-The inbox row, the business change and the reply commit in one transaction. Claiming inserts the
-row first, so a concurrent duplicate blocks on it and then sees the committed reply.
+The inbox row, the business change and the reply commit in one transaction. The claim is queued
+first, so a concurrent duplicate blocks on its row and then sees the committed reply; the handler's
+reads are queued behind it, and all of them travel in one round trip (`saga.transaction`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import sqlalchemy as sa
 from cloudevents.http import CloudEvent
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from psycopg.types.json import Jsonb
 
 from saga.messages import event_from_json, event_to_json
+from saga.transaction import Tx
+
+Decide = Callable[[], CloudEvent | None]
+# A handler queues the reads it needs and returns the decision, which is called (at most once) only
+# when the event is new: it may write, and returns the reply.
+Handler = Callable[[Tx, CloudEvent], Decide]
 
 
-def inbox_table(metadata: sa.MetaData) -> sa.Table:
-    return sa.Table(
-        "inbox",
-        metadata,
-        sa.Column("consumer", sa.Text, primary_key=True),
-        sa.Column("event_source", sa.Text, primary_key=True),
-        sa.Column("event_id", sa.Text, primary_key=True),
-        sa.Column("event_type", sa.Text, nullable=False),
-        sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-        # The reply this handling produced (structured CloudEvent JSON), or NULL for none.
-        sa.Column("reply", JSONB, nullable=True),
-    )
+class Inbox:
+    """A service's inbox table (`saga.tables.inbox_table`), by its qualified name."""
+
+    def __init__(self, table: str) -> None:
+        key = "consumer = %s AND event_source = %s AND event_id = %s"
+        self.claim = (f"INSERT INTO {table} (consumer, event_source, event_id, event_type) "
+                      "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING event_id")
+        self.stored = f"SELECT reply FROM {table} WHERE {key}"
+        self.answer = f"UPDATE {table} SET reply = %s WHERE {key}"
 
 
-def handle_once(
-    conn: sa.Connection,
-    table: sa.Table,
-    consumer: str,
-    event: CloudEvent,
-    handler: Callable[[sa.Connection, CloudEvent], CloudEvent | None],
-) -> CloudEvent | None:
+def handle_once(tx: Tx, inbox: Inbox, consumer: str, event: CloudEvent, handler: Handler) -> CloudEvent | None:
     """Run `handler` unless this consumer already handled `event`; either way return the reply."""
-    claimed = conn.execute(
-        insert(table)
-        .values(consumer=consumer, event_source=event["source"], event_id=event["id"], event_type=event["type"])
-        .on_conflict_do_nothing()
-        .returning(table.c.event_id)
-    ).first()
-    key = (table.c.consumer == consumer) & (table.c.event_source == event["source"]) & (
-        table.c.event_id == event["id"]
-    )
-    if claimed is None:
-        stored = conn.execute(sa.select(table.c.reply).where(key)).scalar_one()
-        return None if stored is None else event_from_json(stored)
-    reply = handler(conn, event)
+    key = (consumer, event["source"], event["id"])
+    claimed = tx.query(inbox.claim, (*key, event["type"]))
+    stored = tx.query(inbox.stored, key)  # what a duplicate answers with; read in the same round trip
+    decide = handler(tx, event)
+    if claimed.one() is None:
+        row = stored.one()
+        return None if row is None or row.reply is None else event_from_json(row.reply)
+    reply = decide()
     if reply is not None:
-        conn.execute(sa.update(table).where(key).values(reply=event_to_json(reply)))
+        tx.execute(inbox.answer, (Jsonb(event_to_json(reply)), *key))
     return reply

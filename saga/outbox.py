@@ -1,96 +1,84 @@
 """Transactional outbox: an event is stored in the same transaction as the change that causes it,
-then relayed to the broker (K_SINK) and deleted only after the broker acknowledged it.
+then published to the broker (K_SINK) and deleted only after the broker acknowledged it.
 
 Publication is at-least-once: a crash after the broker's 2xx and before the delete re-sends the same
 event (same id), which consumers deduplicate. Nothing is lost: a row leaves the table only on a 2xx.
+The function that wrote an event publishes it right after its commit; a sweep on a schedule
+publishes what a crash or an unreachable broker left, taking only rows older than a few seconds so
+it does not race the publisher of a fresh one (if it does, the event goes out twice, same id).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-import httpx
-import sqlalchemy as sa
-from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from psycopg.types.json import Jsonb
 
 from saga.messages import event_from_json, event_to_json
+from saga.transaction import Database, Tx
 
 log = logging.getLogger(__name__)
 
-
-def outbox_table(metadata: sa.MetaData) -> sa.Table:
-    return sa.Table(
-        "outbox",
-        metadata,
-        sa.Column("event_id", sa.Text, primary_key=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-        sa.Column("event", JSONB, nullable=False),
-    )
+SWEEP_AFTER_SECONDS = 5.0  # a row younger than this is its writer's to publish
 
 
-def add(conn: sa.Connection, table: sa.Table, event: CloudEvent) -> None:
+class Outbox:
+    """A service's outbox table (`saga.tables.outbox_table`), by its qualified name."""
+
+    def __init__(self, table: str) -> None:
+        self.insert = f"INSERT INTO {table} (event_id, event) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+        self.due = (f"SELECT event_id, event FROM {table} WHERE created_at < now() - make_interval(secs => %s) "
+                    "ORDER BY created_at LIMIT %s")
+        self.delete = f"DELETE FROM {table} WHERE event_id = ANY(%s)"
+        self.all = f"SELECT event FROM {table} ORDER BY created_at"
+
+
+def add(tx: Tx, outbox: Outbox, event: CloudEvent) -> None:
     """Store `event` for publication; part of the caller's transaction."""
-    conn.execute(insert(table).values(event_id=event["id"], event=event_to_json(event)).on_conflict_do_nothing())
+    tx.execute(outbox.insert, (event["id"], Jsonb(event_to_json(event))))
 
 
-class Relay:
-    """Moves outbox rows to the broker ingress over HTTP (binary-mode CloudEvents)."""
+class Publisher(Protocol):
+    """Posts events to the broker ingress (`saga.publisher.HttpPublisher`)."""
 
-    def __init__(self, engine: sa.Engine, table: sa.Table, sink_url: str, client: httpx.Client) -> None:
-        self._engine = engine
-        self._table = table
-        self._sink_url = sink_url
-        self._client = client
-
-    def publish(self, event_ids: Sequence[str]) -> int:
-        """Publish these rows now (right after the commit that wrote them)."""
-        if not event_ids:
-            return 0
-        return self._drain(self._table.c.event_id.in_(list(event_ids)), limit=len(event_ids))
-
-    def sweep(self, limit: int = 500) -> int:
-        """Publish whatever is left over (called on a schedule); returns how many were published."""
-        return self._drain(sa.true(), limit=limit)
-
-    def _drain(self, where: sa.ColumnElement[bool], *, limit: int) -> int:
-        t = self._table
-        with self._engine.begin() as conn:
-            # SKIP LOCKED: a concurrent sweep and an API request never publish the same row at once.
-            rows = conn.execute(
-                sa.select(t.c.event_id, t.c.event)
-                .where(where)
-                .order_by(t.c.created_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            ).all()
-            sent = []
-            for row in rows:
-                if not self._send(event_from_json(row.event)):
-                    # The broker is down or refusing: the rest would wait out the same timeout one by
-                    # one (found by `make chaos`). They stay queued for the next sweep.
-                    break
-                sent.append(row.event_id)
-            if sent:
-                conn.execute(sa.delete(t).where(t.c.event_id.in_(sent)))
-        return len(sent)
-
-    def _send(self, event: CloudEvent) -> bool:
-        headers, body = to_binary(event)
-        try:
-            response = self._client.post(self._sink_url, headers=headers, content=body)
-        except httpx.HTTPError as exc:
-            log.warning("outbox: broker unreachable, event %s stays queued: %s", event["id"], exc)
-            return False
-        if response.is_success:
-            return True
-        log.warning("outbox: broker answered %s, event %s stays queued", response.status_code, event["id"])
-        return False
+    async def publish(self, events: Sequence[CloudEvent]) -> list[str]:
+        """The ids the broker acknowledged, in order; stops at the first it refuses or cannot take."""
+        ...
 
 
-def pending(conn: sa.Connection, table: sa.Table) -> Iterable[CloudEvent]:
+async def publish_after_commit(database: Database, outbox: Outbox, publisher: Publisher,
+                               events: Sequence[CloudEvent]) -> None:
+    """Best effort; never raises: what is not published stays in the outbox for the sweep."""
+    try:
+        sent = await publisher.publish(events)
+        if sent:
+            await database.call(_delete, database, outbox, sent)
+    except Exception:
+        log.warning("publishing after commit failed; the sweep will retry", exc_info=True)
+
+
+async def sweep(database: Database, outbox: Outbox, publisher: Publisher, *, limit: int = 500,
+                older_than: float = SWEEP_AFTER_SECONDS) -> int:
+    """Publish what its writers left in the outbox (rows older than `older_than` seconds); returns
+    how many were published."""
+    rows: list[Any] = await database.call(_due, database, outbox, limit, older_than)
+    sent = await publisher.publish([event_from_json(row.event) for row in rows])
+    if sent:
+        await database.call(_delete, database, outbox, sent)
+    return len(sent)
+
+
+def _due(database: Database, outbox: Outbox, limit: int, older_than: float) -> list[Any]:
+    return database.autocommit(lambda tx: tx.query(outbox.due, (older_than, limit)).all())
+
+
+def _delete(database: Database, outbox: Outbox, event_ids: list[str]) -> None:
+    database.autocommit(lambda tx: tx.execute(outbox.delete, (event_ids,)))
+
+
+def pending(tx: Tx, outbox: Outbox) -> list[CloudEvent]:
     """The events still waiting (for tests and the chaos checker)."""
-    for row in conn.execute(sa.select(table.c.event).order_by(table.c.created_at)):
-        yield event_from_json(row.event)
+    return [event_from_json(row.event) for row in tx.query(outbox.all).all()]

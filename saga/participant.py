@@ -8,29 +8,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-import sqlalchemy as sa
 from cloudevents.http import CloudEvent
 
 from saga.errors import InvalidMessage
+from saga.inbox import Decide
 from saga.messages import SAGA_ID, SAGA_STEP, SAGA_TYPE, Command, Reply, from_data, reply_event, require_extension
+from saga.transaction import Tx
 
 C = TypeVar("C", bound=Command)
 
-Action = Callable[[sa.Connection, str, C], Reply]
+# An action queues the reads it needs and returns the decision, which may write and returns the Reply.
+Action = Callable[[Tx, str, C], Callable[[], Reply]]
 
 
-def command_handler(
-    command_type: type[C], action: Action[C], *, source: str
-) -> Callable[[sa.Connection, CloudEvent], CloudEvent]:
-    """Adapt `action(tx, saga_id, command) -> Reply` into an event handler for `saga.delivery.serve`."""
+def command_handler(command_type: type[C], action: Action[C], *, source: str) -> Callable[[Tx, CloudEvent], Decide]:
+    """Adapt `action(tx, saga_id, command)` into an inbox handler (`saga.inbox.handle_once`)."""
 
-    def handle(tx: sa.Connection, event: CloudEvent) -> CloudEvent:
+    def handle(tx: Tx, event: CloudEvent) -> Decide:
         if event["type"] != command_type.TYPE:
             raise InvalidMessage(f"expected {command_type.TYPE}, got {event['type']}")
         saga_id = require_extension(event, SAGA_ID)
         require_extension(event, SAGA_TYPE)
         require_extension(event, SAGA_STEP)
-        command = from_data(command_type, event.get_data())
-        return reply_event(action(tx, saga_id, command), command=event, source=source)
+        decide = action(tx, saga_id, from_data(command_type, event.get_data()))
+        return lambda: reply_event(decide(), command=event, source=source)
 
     return handle

@@ -1,127 +1,76 @@
-"""Saga instances and their append-only history in PostgreSQL.
+"""Saga instances and their append-only history in PostgreSQL (`saga.tables.saga_tables`).
 
 `lock` takes the instance's row lock (SELECT ... FOR UPDATE) so two deliveries of the same reply
-serialise; `update` also checks the version, so a writer that skipped the lock cannot overwrite a
-newer state unnoticed. Deadlines are computed on PostgreSQL's clock, so every function agrees on them.
+serialise, and every writer of an instance holds it: `update` writes the next version under that
+lock. Deadlines are computed on PostgreSQL's clock, so every function agrees on them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from psycopg.types.json import Jsonb
 
 from saga.engine import HistoryEntry, SagaInstance
-from saga.errors import ConcurrentUpdate
+from saga.transaction import Tx
 
-
-def saga_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
-    instances = sa.Table(
-        "saga_instances",
-        metadata,
-        sa.Column("saga_id", sa.Text, primary_key=True),
-        sa.Column("saga_type", sa.Text, nullable=False),
-        sa.Column("step", sa.Integer, nullable=False),
-        sa.Column("compensating", sa.Boolean, nullable=False),
-        sa.Column("finished", sa.Boolean, nullable=False),
-        sa.Column("data", JSONB, nullable=False),
-        sa.Column("awaiting", sa.Text, nullable=True),
-        sa.Column("version", sa.Integer, nullable=False),
-        # When the awaited reply is overdue (NULL: nothing awaited); read by the stuck-saga sweep.
-        sa.Column("deadline", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    )
-    # Unfinished sagas, for the stuck-saga sweep and the invariants checker.
-    sa.Index(f"{instances.name}_deadlines", instances.c.deadline, postgresql_where=~instances.c.finished)
-    history = sa.Table(
-        "saga_history",
-        metadata,
-        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-        sa.Column("saga_id", sa.Text, nullable=False, index=True),
-        sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.clock_timestamp()),
-        sa.Column("step", sa.Integer, nullable=False),
-        sa.Column("name", sa.Text, nullable=False),
-        sa.Column("event", sa.Text, nullable=False),
-        sa.Column("detail", JSONB, nullable=False),
-    )
-    return instances, history
-
-
-def upgrade_saga_tables(conn: sa.Connection, instances: sa.Table) -> None:
-    """Columns added since a table was first created (create_all adds only missing tables)."""
-    conn.execute(sa.text(f'ALTER TABLE "{instances.schema}"."{instances.name}" '
-                         "ADD COLUMN IF NOT EXISTS deadline timestamptz"))
+_COLUMNS = "saga_id, saga_type, step, compensating, finished, data, awaiting, version"
+# Seconds from now, on PostgreSQL's clock (NULL: nothing awaited).
+_DEADLINE = "now() + make_interval(secs => %(deadline_after)s::float8)"
 
 
 class PostgresSagaStore:
-    def __init__(self, instances: sa.Table, history: sa.Table) -> None:
-        self.instances = instances
-        self.history = history
+    def __init__(self, schema: str) -> None:
+        instances, self._history = f"{schema}.saga_instances", f"{schema}.saga_history"
+        self._insert = (f"INSERT INTO {instances} ({_COLUMNS}, deadline) VALUES (%(saga_id)s, %(saga_type)s, "
+                        "%(step)s, %(compensating)s, %(finished)s, %(data)s, %(awaiting)s, %(version)s, "
+                        f"{_DEADLINE})")
+        self._lock = f"SELECT {_COLUMNS} FROM {instances} WHERE saga_id = %s AND saga_type = %s FOR UPDATE"
+        self._lock_overdue = (f"SELECT {_COLUMNS} FROM {instances} WHERE saga_id = %s AND saga_type = %s "
+                              "AND NOT finished AND deadline < now() FOR UPDATE")
+        self._update = (f"UPDATE {instances} SET step = %(step)s, compensating = %(compensating)s, "
+                        "finished = %(finished)s, data = %(data)s, awaiting = %(awaiting)s, version = %(version)s, "
+                        f"deadline = {_DEADLINE}, updated_at = now() WHERE saga_id = %(saga_id)s")
+        self._overdue = (f"SELECT saga_id FROM {instances} WHERE NOT finished AND saga_type = %s "
+                         "AND deadline < now() ORDER BY deadline LIMIT %s")
+        self._describe = (f"SELECT {_COLUMNS}, deadline, created_at, updated_at FROM {instances} "
+                          "WHERE saga_id = %s")
+        self._history_of = f"SELECT at, step, name, event, detail FROM {self._history} WHERE saga_id = %s ORDER BY id"
 
-    def insert(self, tx: sa.Connection, instance: SagaInstance, history: Sequence[HistoryEntry]) -> None:
-        tx.execute(sa.insert(self.instances).values(**_row(instance)))
+    def insert(self, tx: Tx, instance: SagaInstance, history: Sequence[HistoryEntry]) -> None:
+        tx.execute(self._insert, _row(instance))
         self.append(tx, instance.saga_id, history)
 
-    def lock(self, tx: sa.Connection, saga_type: str, saga_id: str) -> SagaInstance | None:
-        return self._lock(tx, saga_type, saga_id, overdue_only=False)
+    def lock(self, tx: Tx, saga_type: str, saga_id: str) -> Callable[[], SagaInstance | None]:
+        return _instance_of(tx.query(self._lock, (saga_id, saga_type)).one)
 
-    def lock_overdue(self, tx: sa.Connection, saga_type: str, saga_id: str) -> SagaInstance | None:
-        return self._lock(tx, saga_type, saga_id, overdue_only=True)
+    def lock_overdue(self, tx: Tx, saga_type: str, saga_id: str) -> Callable[[], SagaInstance | None]:
+        return _instance_of(tx.query(self._lock_overdue, (saga_id, saga_type)).one)
 
-    def overdue(self, tx: sa.Connection, saga_type: str, limit: int) -> list[str]:
+    def overdue(self, tx: Tx, saga_type: str, limit: int) -> list[str]:
         """Ids of unfinished sagas past their deadline, oldest deadline first."""
-        t = self.instances
-        return list(tx.execute(
-            sa.select(t.c.saga_id)
-            .where(~t.c.finished, t.c.saga_type == saga_type, t.c.deadline < sa.func.now())
-            .order_by(t.c.deadline)
-            .limit(limit)
-        ).scalars())
+        return [row.saga_id for row in tx.query(self._overdue, (saga_type, limit)).all()]
 
-    def _lock(self, tx: sa.Connection, saga_type: str, saga_id: str, *, overdue_only: bool) -> SagaInstance | None:
-        t = self.instances
-        query = sa.select(t).where(t.c.saga_id == saga_id, t.c.saga_type == saga_type)
-        if overdue_only:
-            query = query.where(~t.c.finished, t.c.deadline < sa.func.now())
-        row = tx.execute(query.with_for_update()).first()
-        if row is None:
-            return None
-        return SagaInstance(
-            saga_type=row.saga_type, saga_id=row.saga_id, step=row.step, compensating=row.compensating,
-            finished=row.finished, data=row.data, awaiting=row.awaiting, version=row.version,
-        )
-
-    def update(self, tx: sa.Connection, instance: SagaInstance, history: Sequence[HistoryEntry]) -> None:
-        t = self.instances
-        values = _row(instance)
-        del values["saga_id"], values["saga_type"]
-        done = tx.execute(
-            sa.update(t)
-            .where(t.c.saga_id == instance.saga_id, t.c.version == instance.version - 1)
-            .values(**values, updated_at=sa.func.now())
-        )
-        if done.rowcount != 1:
-            raise ConcurrentUpdate(f"saga {instance.saga_id} changed underneath version {instance.version - 1}")
+    def update(self, tx: Tx, instance: SagaInstance, history: Sequence[HistoryEntry]) -> None:
+        """Write `instance` (its version already incremented); the caller holds its lock."""
+        tx.execute(self._update, _row(instance))
         self.append(tx, instance.saga_id, history)
 
-    def append(self, tx: sa.Connection, saga_id: str, history: Sequence[HistoryEntry]) -> None:
+    def append(self, tx: Tx, saga_id: str, history: Sequence[HistoryEntry]) -> None:
         if history:
-            # One multi-row INSERT, not executemany: one round trip instead of one per entry.
-            tx.execute(sa.insert(self.history).values([
-                {"saga_id": saga_id, "step": h.step, "name": h.name, "event": str(h.event), "detail": h.detail}
-                for h in history
-            ]))
+            # One multi-row INSERT: one statement, whatever the number of entries.
+            rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(history))
+            values = [v for h in history for v in (saga_id, h.step, h.name, str(h.event), Jsonb(h.detail))]
+            tx.execute(f"INSERT INTO {self._history} (saga_id, step, name, event, detail) VALUES {rows}", values)
 
-    def describe(self, tx: sa.Connection, saga_id: str) -> dict[str, Any] | None:
-        """The instance and its ordered history, as served by GET /orders/{id}/saga."""
-        row = tx.execute(sa.select(self.instances).where(self.instances.c.saga_id == saga_id)).first()
+    def describe(self, tx: Tx, saga_id: str) -> dict[str, Any] | None:
+        """The instance and its ordered history, as served by GET /orders/{id}/saga (one round trip
+        when `tx` pipelines)."""
+        found, entries = tx.query(self._describe, (saga_id,)), tx.query(self._history_of, (saga_id,))
+        row = found.one()
         if row is None:
             return None
-        h = self.history
-        entries = tx.execute(sa.select(h).where(h.c.saga_id == saga_id).order_by(h.c.id)).all()
         return {
             "sagaId": row.saga_id,
             "sagaType": row.saga_type,
@@ -135,22 +84,33 @@ class PostgresSagaStore:
             "updatedAt": row.updated_at.isoformat(),
             "history": [
                 {"at": e.at.isoformat(), "step": e.step, "name": e.name, "event": e.event, **e.detail}
-                for e in entries
+                for e in entries.all()
             ],
         }
 
 
+def _instance_of(fetch: Callable[[], Any]) -> Callable[[], SagaInstance | None]:
+    def instance() -> SagaInstance | None:
+        row = fetch()
+        if row is None:
+            return None
+        return SagaInstance(
+            saga_type=row.saga_type, saga_id=row.saga_id, step=row.step, compensating=row.compensating,
+            finished=row.finished, data=row.data, awaiting=row.awaiting, version=row.version,
+        )
+
+    return instance
+
+
 def _row(instance: SagaInstance) -> dict[str, Any]:
-    deadline = None if instance.deadline_after is None else (
-        sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, instance.deadline_after))
     return {
-        "deadline": deadline,
         "saga_id": instance.saga_id,
         "saga_type": instance.saga_type,
         "step": instance.step,
         "compensating": instance.compensating,
         "finished": instance.finished,
-        "data": instance.data,
+        "data": Jsonb(instance.data),
         "awaiting": instance.awaiting,
         "version": instance.version,
+        "deadline_after": instance.deadline_after,
     }

@@ -1,11 +1,11 @@
-"""Account business rules: plain functions over a connection, called inside the delivery transaction."""
+"""Account business rules, as saga participant actions: each queues the reads it needs and returns
+the decision (`saga.participant`), run inside the delivery's transaction."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
-
-import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from typing import Any
 
 from functions.account.messages import (
     CreditReleased,
@@ -16,76 +16,73 @@ from functions.account.messages import (
     ReserveCredit,
     UserRegistered,
 )
-from functions.account.schema import accounts, credit_reservations, open_account
 from saga.messages import Reply
+from saga.transaction import Tx
+
+ACCOUNT = "SELECT customer_id, credit_limit, available_credit FROM accounts.accounts WHERE customer_id = %s FOR UPDATE"
+HELD = "SELECT customer_id, amount, state FROM accounts.credit_reservations WHERE saga_id = %s FOR UPDATE"
+SET_AVAILABLE = "UPDATE accounts.accounts SET available_credit = %s WHERE customer_id = %s"
+GIVE_BACK = "UPDATE accounts.accounts SET available_credit = available_credit + %s WHERE customer_id = %s"
+RESERVE = ("INSERT INTO accounts.credit_reservations (saga_id, customer_id, amount, state) "
+           "VALUES (%s, %s, %s, 'RESERVED')")
+RELEASE = "UPDATE accounts.credit_reservations SET state = 'RELEASED' WHERE saga_id = %s"
+MARK_RELEASED = ("INSERT INTO accounts.credit_reservations (saga_id, customer_id, amount, state) "
+                 "VALUES (%s, %s, 0, 'RELEASED') ON CONFLICT DO NOTHING")
+OPEN = ("INSERT INTO accounts.accounts (customer_id, credit_limit, available_credit) VALUES (%s, %s, %s) "
+        "ON CONFLICT DO NOTHING")
+DESCRIBE = "SELECT customer_id, credit_limit, available_credit FROM accounts.accounts WHERE customer_id = %s"
 
 
-def reserve_credit(tx: sa.Connection, saga_id: str, command: ReserveCredit) -> Reply:
-    account = tx.execute(
-        sa.select(accounts).where(accounts.c.customer_id == command.customer_id).with_for_update()
-    ).first()
-    if account is None:
-        return CustomerNotFound()
-    held = tx.execute(
-        sa.select(credit_reservations.c.state).where(credit_reservations.c.saga_id == saga_id)
-    ).scalar_one_or_none()
-    if held == "RESERVED":
-        # This saga already holds credit (a command re-sent under another id): never twice.
-        return CreditReserved(available_credit=account.available_credit)
-    if held == "RELEASED":
-        # The saga timed out and was compensated before this (late) command: reserve nothing.
-        return CustomerCreditLimitExceeded(available_credit=account.available_credit)
-    if command.amount <= 0 or account.available_credit < command.amount:
-        return CustomerCreditLimitExceeded(available_credit=account.available_credit)
-    remaining = account.available_credit - command.amount
-    tx.execute(
-        sa.update(accounts).where(accounts.c.customer_id == account.customer_id).values(available_credit=remaining)
-    )
-    tx.execute(
-        sa.insert(credit_reservations).values(
-            saga_id=saga_id, customer_id=account.customer_id, amount=command.amount, state="RESERVED"
-        )
-    )
-    return CreditReserved(available_credit=remaining)
+def reserve_credit(tx: Tx, saga_id: str, command: ReserveCredit) -> Callable[[], Reply]:
+    account, held = tx.query(ACCOUNT, (command.customer_id,)), tx.query(HELD, (saga_id,))
+
+    def decide() -> Reply:
+        found, reservation = account.one(), held.one()
+        if found is None:
+            return CustomerNotFound()
+        if reservation is not None and reservation.state == "RESERVED":
+            # This saga already holds credit (a command re-sent under another id): never twice.
+            return CreditReserved(available_credit=found.available_credit)
+        if reservation is not None:
+            # RELEASED: the saga timed out and was compensated before this (late) command.
+            return CustomerCreditLimitExceeded(available_credit=found.available_credit)
+        if command.amount <= 0 or found.available_credit < command.amount:
+            return CustomerCreditLimitExceeded(available_credit=found.available_credit)
+        remaining = found.available_credit - command.amount
+        tx.execute(SET_AVAILABLE, (remaining, found.customer_id))
+        tx.execute(RESERVE, (saga_id, found.customer_id, command.amount))
+        return CreditReserved(available_credit=remaining)
+
+    return decide
 
 
-def release_credit(tx: sa.Connection, saga_id: str, command: ReleaseCredit) -> Reply:
+def release_credit(tx: Tx, saga_id: str, command: ReleaseCredit) -> Callable[[], Reply]:
     """Give back what the saga holds; with no reservation, leave a RELEASED marker so a late
     ReserveCredit for the same saga reserves nothing. The account row is locked first, as
     reserve_credit does, so the two never interleave."""
-    account = tx.execute(
-        sa.select(accounts.c.customer_id).where(accounts.c.customer_id == command.customer_id).with_for_update()
-    ).first()
-    held = tx.execute(
-        sa.select(credit_reservations).where(credit_reservations.c.saga_id == saga_id).with_for_update()
-    ).first()
-    if held is None:
-        if account is not None:
-            tx.execute(
-                insert(credit_reservations)
-                .values(saga_id=saga_id, customer_id=command.customer_id, amount=0, state="RELEASED")
-                .on_conflict_do_nothing()
-            )
-        return CreditReleased(amount=Decimal(0))
-    if held.state == "RELEASED":
-        return CreditReleased(amount=Decimal(0))
-    tx.execute(
-        sa.update(accounts)
-        .where(accounts.c.customer_id == held.customer_id)
-        .values(available_credit=accounts.c.available_credit + held.amount)
-    )
-    tx.execute(
-        sa.update(credit_reservations).where(credit_reservations.c.saga_id == saga_id).values(state="RELEASED")
-    )
-    return CreditReleased(amount=held.amount)
+    account, held = tx.query(ACCOUNT, (command.customer_id,)), tx.query(HELD, (saga_id,))
+
+    def decide() -> Reply:
+        found, reservation = account.one(), held.one()
+        if reservation is None:
+            if found is not None:
+                tx.execute(MARK_RELEASED, (saga_id, command.customer_id))
+            return CreditReleased(amount=Decimal(0))
+        if reservation.state == "RELEASED":
+            return CreditReleased(amount=Decimal(0))
+        tx.execute(GIVE_BACK, (reservation.amount, reservation.customer_id))
+        tx.execute(RELEASE, (saga_id,))
+        return CreditReleased(amount=reservation.amount)
+
+    return decide
 
 
-def provision_account(tx: sa.Connection, event: UserRegistered, initial_credit: Decimal) -> None:
-    open_account(tx, event.customer_id, initial_credit)
+def provision_account(tx: Tx, event: UserRegistered, initial_credit: Decimal) -> None:
+    tx.execute(OPEN, (event.customer_id, initial_credit, initial_credit))
 
 
-def describe_account(tx: sa.Connection, customer_id: str) -> dict[str, object] | None:
-    account = tx.execute(sa.select(accounts).where(accounts.c.customer_id == customer_id)).first()
+def describe_account(tx: Tx, customer_id: str) -> dict[str, Any] | None:
+    account = tx.query(DESCRIBE, (customer_id,)).one()
     if account is None:
         return None
     return {

@@ -9,7 +9,7 @@ import os
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 
-from saga.outbox import outbox_table
+from saga.tables import outbox_table
 
 metadata = sa.MetaData(schema="auth")
 

@@ -1,4 +1,4 @@
-"""Registration, login and refresh-token rotation: plain functions over a connection."""
+"""Registration, login and refresh-token rotation: plain functions over a transaction."""
 
 from __future__ import annotations
 
@@ -8,38 +8,42 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
-import sqlalchemy as sa
 from cloudevents.http import CloudEvent
 
 from functions.auth.keys import signing_keys
 from functions.auth.passwords import hash_password, needs_rehash, verify_password
-from functions.auth.schema import customer_ids, outbox, refresh_tokens, users
 from functions.platform.config import settings
 from functions.platform.problems import Conflict, Unauthorized
 from functions.platform.security import TokenVerifier
 from saga import outbox as outbox_
 from saga.messages import domain_event, stable_id
+from saga.outbox import Outbox
+from saga.transaction import Tx
 
 USER_REGISTERED = "io.knativesaga.user.registered"
+outbox = Outbox("auth.outbox")
+
+USER_COLUMNS = "user_id, username, password_hash, customer_id, roles"
+CREATE_USER = ("INSERT INTO auth.users (user_id, username, password_hash, customer_id, roles) "
+               "VALUES (%s, %s, %s, nextval('auth.customer_ids')::text, %s) ON CONFLICT (username) DO NOTHING "
+               "RETURNING customer_id")
+USER_NAMED = f"SELECT {USER_COLUMNS} FROM auth.users WHERE username = %s"
+USER_WITH_ID = f"SELECT {USER_COLUMNS} FROM auth.users WHERE user_id = %s"
+REHASH = "UPDATE auth.users SET password_hash = %s WHERE user_id = %s"
+SPEND = ("UPDATE auth.refresh_tokens SET used_at = now() WHERE jti = %s AND used_at IS NULL AND revoked_at IS NULL "
+         "RETURNING family_id, user_id")
+FAMILY = "SELECT family_id FROM auth.refresh_tokens WHERE jti = %s"
+REVOKE = "UPDATE auth.refresh_tokens SET revoked_at = now() WHERE family_id = %s AND revoked_at IS NULL"
+ISSUE = "INSERT INTO auth.refresh_tokens (jti, user_id, family_id, expires_at) VALUES (%s, %s, %s, %s)"
 
 
-def register(tx: sa.Connection, username: str, password: str) -> tuple[dict[str, str], CloudEvent]:
+def register(tx: Tx, username: str, password_hash: str) -> tuple[dict[str, str], CloudEvent]:
     """Create the user and, in the same transaction, queue the UserRegistered event that provisions
-    the customer's credit account."""
-    if tx.execute(sa.select(users.c.user_id).where(users.c.username == username)).first() is not None:
-        raise Conflict(f"username {username!r} is taken")
+    the customer's credit account. `password_hash` is computed before (argon2: no lock held meanwhile)."""
     user_id = str(uuid.uuid4())
-    customer_id = str(tx.execute(customer_ids.next_value()).scalar_one())
-    try:
-        with tx.begin_nested():
-            tx.execute(
-                sa.insert(users).values(
-                    user_id=user_id, username=username, password_hash=hash_password(password),
-                    customer_id=customer_id, roles=["customer"],
-                )
-            )
-    except sa.exc.IntegrityError as exc:  # a concurrent registration of the same name won
-        raise Conflict(f"username {username!r} is taken") from exc
+    customer_id = tx.query(CREATE_USER, (user_id, username, password_hash, ["customer"])).scalar()
+    if customer_id is None:
+        raise Conflict(f"username {username!r} is taken")
     event = domain_event(
         USER_REGISTERED, event_id=stable_id("user-registered", user_id), source="/functions/auth-api",
         key=customer_id, data={"user_id": user_id, "customer_id": customer_id, "username": username},
@@ -48,43 +52,30 @@ def register(tx: sa.Connection, username: str, password: str) -> tuple[dict[str,
     return {"userId": user_id, "customerId": customer_id}, event
 
 
-def login(tx: sa.Connection, username: str, password: str) -> dict[str, Any]:
-    user = tx.execute(sa.select(users).where(users.c.username == username)).first()
+def login(tx: Tx, username: str, password: str) -> dict[str, Any]:
+    user = tx.query(USER_NAMED, (username,)).one()
     if not verify_password(user.password_hash if user else None, password) or user is None:
         raise Unauthorized("unknown username or wrong password")
     if needs_rehash(user.password_hash):
-        rehashed = hash_password(password)
-        tx.execute(sa.update(users).where(users.c.user_id == user.user_id).values(password_hash=rehashed))
+        tx.execute(REHASH, (hash_password(password), user.user_id))
     return _issue(tx, user, family_id=str(uuid.uuid4()))
 
 
-def refresh(tx: sa.Connection, token: str) -> dict[str, Any] | None:
+def refresh(tx: Tx, token: str) -> dict[str, Any] | None:
     """Single use: the token is spent here. Presenting a spent one revokes its whole family and
     returns None; the caller commits that revocation before refusing the request."""
     claims = _verifier().verify(token, token_use="refresh")
-    spent = tx.execute(
-        sa.update(refresh_tokens)
-        .where(refresh_tokens.c.jti == claims["jti"], refresh_tokens.c.used_at.is_(None),
-               refresh_tokens.c.revoked_at.is_(None))
-        .values(used_at=sa.func.now())
-        .returning(refresh_tokens.c.family_id, refresh_tokens.c.user_id)
-    ).first()
+    spent = tx.query(SPEND, (claims["jti"],)).one()
     if spent is None:
-        family = tx.execute(
-            sa.select(refresh_tokens.c.family_id).where(refresh_tokens.c.jti == claims["jti"])
-        ).scalar_one_or_none()
+        family = tx.query(FAMILY, (claims["jti"],)).scalar()
         if family is not None:
-            tx.execute(
-                sa.update(refresh_tokens)
-                .where(refresh_tokens.c.family_id == family, refresh_tokens.c.revoked_at.is_(None))
-                .values(revoked_at=sa.func.now())
-            )
+            tx.execute(REVOKE, (family,))
         return None
-    user = tx.execute(sa.select(users).where(users.c.user_id == spent.user_id)).one()
+    user = tx.query(USER_WITH_ID, (spent.user_id,)).one()
     return _issue(tx, user, family_id=spent.family_id)
 
 
-def _issue(tx: sa.Connection, user: Any, *, family_id: str) -> dict[str, Any]:
+def _issue(tx: Tx, user: Any, *, family_id: str) -> dict[str, Any]:
     config = settings()
     key = signing_keys()[0]
     now = int(time.time())
@@ -95,12 +86,8 @@ def _issue(tx: sa.Connection, user: Any, *, family_id: str) -> dict[str, Any]:
     }
     refresh_jti = str(uuid.uuid4())
     refresh_claims = {**common, "exp": now + config.refresh_token_ttl, "jti": refresh_jti, "token_use": "refresh"}
-    tx.execute(
-        sa.insert(refresh_tokens).values(
-            jti=refresh_jti, user_id=user.user_id, family_id=family_id,
-            expires_at=datetime.now(UTC) + timedelta(seconds=config.refresh_token_ttl),
-        )
-    )
+    expires = datetime.now(UTC) + timedelta(seconds=config.refresh_token_ttl)
+    tx.execute(ISSUE, (refresh_jti, user.user_id, family_id, expires))
     headers = {"kid": key.kid}
     return {
         "access_token": jwt.encode(access, key.private_key, algorithm="RS256", headers=headers),

@@ -10,10 +10,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from saga.transaction import Tx
 
-from functions.auth.schema import login_failures
+LEFT = ("SELECT extract(epoch FROM window_start + make_interval(secs => %s) - now()) AS left "
+        "FROM auth.login_failures WHERE key = %s AND failures >= %s")
+FAILED = """
+INSERT INTO auth.login_failures AS f (key, window_start, failures) VALUES (%(key)s, now(), 1)
+ON CONFLICT (key) DO UPDATE SET
+    failures = CASE WHEN f.window_start <= now() - make_interval(secs => %(window)s) THEN 1 ELSE f.failures + 1 END,
+    window_start = CASE WHEN f.window_start <= now() - make_interval(secs => %(window)s) THEN now()
+                        ELSE f.window_start END
+"""
+CLEAR = "DELETE FROM auth.login_failures WHERE key = %s"
 
 
 @dataclass(frozen=True)
@@ -27,33 +35,17 @@ def key(limit: Limit, value: str) -> str:
     return f"{limit.kind}:{value.lower() if limit.kind == 'user' else value}"
 
 
-def retry_after(conn: sa.Connection, keyed: list[tuple[Limit, str]]) -> int | None:
+def retry_after(tx: Tx, keyed: list[tuple[Limit, str]]) -> int | None:
     """Seconds until every key over its limit is allowed again; None when none is over it."""
-    t = login_failures
-    waits = []
-    for limit, value in keyed:
-        left = conn.execute(
-            sa.select(sa.func.extract("epoch", t.c.window_start + sa.func.make_interval(0, 0, 0, 0, 0, 0, limit.window)
-                                      - sa.func.now()))
-            .where(t.c.key == key(limit, value), t.c.failures >= limit.failures)
-        ).scalar_one_or_none()
-        if left is not None and left > 0:
-            waits.append(float(left))
+    found = [tx.query(LEFT, (limit.window, key(limit, value), limit.failures)) for limit, value in keyed]
+    waits = [float(left) for rows in found if (left := rows.scalar()) is not None and left > 0]
     return max(1, math.ceil(max(waits))) if waits else None
 
 
-def record_failure(conn: sa.Connection, keyed: list[tuple[Limit, str]]) -> None:
-    t = login_failures
+def record_failure(tx: Tx, keyed: list[tuple[Limit, str]]) -> None:
     for limit, value in keyed:
-        expired = t.c.window_start <= sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, limit.window)
-        conn.execute(
-            insert(t).values(key=key(limit, value), window_start=sa.func.now(), failures=1)
-            .on_conflict_do_update(index_elements=[t.c.key], set_={
-                "failures": sa.case((expired, 1), else_=t.c.failures + 1),
-                "window_start": sa.case((expired, sa.func.now()), else_=t.c.window_start),
-            })
-        )
+        tx.execute(FAILED, {"key": key(limit, value), "window": limit.window})
 
 
-def clear(conn: sa.Connection, limit: Limit, value: str) -> None:
-    conn.execute(sa.delete(login_failures).where(login_failures.c.key == key(limit, value)))
+def clear(tx: Tx, limit: Limit, value: str) -> None:
+    tx.execute(CLEAR, (key(limit, value),))

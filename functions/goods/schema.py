@@ -10,7 +10,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
-from saga.inbox import inbox_table
+from saga.tables import inbox_table
 
 metadata = sa.MetaData(schema="goods")
 

@@ -1,9 +1,10 @@
-"""Goods business rules: plain functions over a connection, called inside the delivery transaction."""
+"""Goods business rules, as saga participant actions: each queues the reads it needs and returns
+the decision (`saga.participant`), run inside the delivery's transaction."""
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from collections.abc import Callable
+from typing import Any
 
 from functions.goods.messages import (
     GoodsNotFound,
@@ -13,60 +14,66 @@ from functions.goods.messages import (
     ReleaseGoods,
     ReserveGoods,
 )
-from functions.goods.schema import goods, reservations
 from saga.messages import Reply
+from saga.transaction import Tx
+
+# Ids and quantities are PostgreSQL integers (`::integer`): a value beyond that range is refused as
+# malformed (a 400, to the dead letters), as the API answers 404 for such an id.
+ITEM = "SELECT id, unit_price, stock FROM goods.goods WHERE id = %s::integer FOR UPDATE"
+HELD = "SELECT goods_id, quantity, state FROM goods.reservations WHERE saga_id = %s FOR UPDATE"
+TAKE = "UPDATE goods.goods SET stock = stock - %s WHERE id = %s"
+GIVE_BACK = "UPDATE goods.goods SET stock = stock + %s WHERE id = %s"
+RESERVE = ("INSERT INTO goods.reservations (saga_id, goods_id, quantity, state) "
+           "VALUES (%s, %s, %s::integer, 'RESERVED')")
+RELEASE = "UPDATE goods.reservations SET state = 'RELEASED', updated_at = now() WHERE saga_id = %s"
+MARK_RELEASED = ("INSERT INTO goods.reservations (saga_id, goods_id, quantity, state) "
+                 "VALUES (%s, %s::integer, 0, 'RELEASED') ON CONFLICT DO NOTHING")
+DESCRIBE = "SELECT id, name, unit_price, stock FROM goods.goods WHERE id = %s"
 
 
-def reserve_goods(tx: sa.Connection, saga_id: str, command: ReserveGoods) -> Reply:
-    item = tx.execute(sa.select(goods).where(goods.c.id == command.goods_id).with_for_update()).first()
-    if item is None:
-        return GoodsNotFound()
-    held = tx.execute(
-        sa.select(reservations.c.state).where(reservations.c.saga_id == saga_id).with_for_update()
-    ).scalar_one_or_none()
-    if held == "RESERVED":
-        # Already reserved for this saga (a command re-sent under another id): never twice.
-        return GoodsReserved(unit_price=item.unit_price)
-    if held == "RELEASED" or command.quantity < 1 or item.stock < command.quantity:
-        # RELEASED: the saga was compensated before this (late) command; reserve nothing.
-        return GoodsStockLimit(available=item.stock)
-    tx.execute(sa.update(goods).where(goods.c.id == item.id).values(stock=goods.c.stock - command.quantity))
-    tx.execute(
-        sa.insert(reservations).values(
-            saga_id=saga_id, goods_id=item.id, quantity=command.quantity, state="RESERVED"
-        )
-    )
-    return GoodsReserved(unit_price=item.unit_price)
+def reserve_goods(tx: Tx, saga_id: str, command: ReserveGoods) -> Callable[[], Reply]:
+    item, held = tx.query(ITEM, (command.goods_id,)), tx.query(HELD, (saga_id,))
+
+    def decide() -> Reply:
+        found, reservation = item.one(), held.one()
+        if found is None:
+            return GoodsNotFound()
+        if reservation is not None and reservation.state == "RESERVED":
+            # Already reserved for this saga (a command re-sent under another id): never twice.
+            return GoodsReserved(unit_price=found.unit_price)
+        if reservation is not None or command.quantity < 1 or found.stock < command.quantity:
+            # RELEASED: the saga was compensated before this (late) command; reserve nothing.
+            return GoodsStockLimit(available=found.stock)
+        tx.execute(TAKE, (command.quantity, found.id))
+        tx.execute(RESERVE, (saga_id, found.id, command.quantity))
+        return GoodsReserved(unit_price=found.unit_price)
+
+    return decide
 
 
-def release_goods(tx: sa.Connection, saga_id: str, command: ReleaseGoods) -> Reply:
+def release_goods(tx: Tx, saga_id: str, command: ReleaseGoods) -> Callable[[], Reply]:
     """Give back what the saga reserved; with no reservation, leave a RELEASED marker so a late
     ReserveGoods for the same saga reserves nothing. The item row is locked first, as reserve_goods
     does: else a reservation committed between our read and our marker would be left held."""
-    tx.execute(sa.select(goods.c.id).where(goods.c.id == command.goods_id).with_for_update())
-    held = tx.execute(
-        sa.select(reservations).where(reservations.c.saga_id == saga_id).with_for_update()
-    ).first()
-    if held is None:
-        tx.execute(
-            insert(reservations)
-            .values(saga_id=saga_id, goods_id=command.goods_id, quantity=0, state="RELEASED")
-            .on_conflict_do_nothing()
-        )
-        return GoodsReleased(quantity=0)
-    if held.state == "RELEASED":
-        return GoodsReleased(quantity=0)
-    tx.execute(sa.update(goods).where(goods.c.id == held.goods_id).values(stock=goods.c.stock + held.quantity))
-    tx.execute(
-        sa.update(reservations)
-        .where(reservations.c.saga_id == saga_id)
-        .values(state="RELEASED", updated_at=sa.func.now())
-    )
-    return GoodsReleased(quantity=held.quantity)
+    tx.query(ITEM, (command.goods_id,))
+    held = tx.query(HELD, (saga_id,))
+
+    def decide() -> Reply:
+        reservation = held.one()
+        if reservation is None:
+            tx.execute(MARK_RELEASED, (saga_id, command.goods_id))
+            return GoodsReleased(quantity=0)
+        if reservation.state == "RELEASED":
+            return GoodsReleased(quantity=0)
+        tx.execute(GIVE_BACK, (reservation.quantity, reservation.goods_id))
+        tx.execute(RELEASE, (saga_id,))
+        return GoodsReleased(quantity=reservation.quantity)
+
+    return decide
 
 
-def describe_goods(tx: sa.Connection, goods_id: int) -> dict[str, object] | None:
-    item = tx.execute(sa.select(goods).where(goods.c.id == goods_id)).first()
+def describe_goods(tx: Tx, goods_id: int) -> dict[str, Any] | None:
+    item = tx.query(DESCRIBE, (goods_id,)).one()
     if item is None:
         return None
     return {"id": item.id, "name": item.name, "unitPrice": str(item.unit_price), "stock": item.stock}

@@ -11,14 +11,17 @@ only then: a refused credit reservation holds nothing.
 from __future__ import annotations
 
 import dataclasses
+import json
 from decimal import Decimal
-
-import sqlalchemy as sa
 
 from functions.account.messages import CustomerCreditLimitExceeded, CustomerNotFound, ReleaseCredit, ReserveCredit
 from functions.goods.messages import GoodsNotFound, GoodsReserved, GoodsStockLimit, ReleaseGoods, ReserveGoods
-from functions.order.schema import orders
 from saga.dsl import SagaDefinition, StepFailed, fail, step
+from saga.transaction import Tx
+
+# Who waits for an order to end (GET /orders/{id}?wait, the benchmark) listens here; the notice is
+# sent when the transaction that ended the order commits (PostgreSQL NOTIFY is transactional).
+ORDER_ENDED = "orders_ended"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -36,30 +39,27 @@ class CreateOrderSagaData:
 Data = CreateOrderSagaData
 
 
-def create(tx: sa.Connection, data: Data) -> None:
+def create(tx: Tx, data: Data) -> None:
     tx.execute(
-        sa.insert(orders).values(
-            order_id=data.order_id, customer_id=data.customer_id, goods_id=data.goods_id,
-            goods_total=data.goods_total, order_total=data.order_total, state="PENDING",
-            placed_by=data.placed_by,
-        )
+        "INSERT INTO orders.orders (order_id, customer_id, goods_id, goods_total, order_total, state, placed_by) "
+        "VALUES (%s, %s, %s, %s, %s, 'PENDING', %s)",
+        (data.order_id, data.customer_id, data.goods_id, data.goods_total, data.order_total, data.placed_by),
     )
 
 
-def reject(tx: sa.Connection, data: Data) -> None:
-    _set_state(tx, data, "REJECTED", data.rejection_reason)
+def reject(tx: Tx, data: Data) -> None:
+    _end(tx, data, "REJECTED", data.rejection_reason)
 
 
-def approve(tx: sa.Connection, data: Data) -> None:
-    _set_state(tx, data, "APPROVED", None)
+def approve(tx: Tx, data: Data) -> None:
+    _end(tx, data, "APPROVED", None)
 
 
-def _set_state(tx: sa.Connection, data: Data, state: str, reason: str | None) -> None:
-    tx.execute(
-        sa.update(orders)
-        .where(orders.c.order_id == data.order_id)
-        .values(state=state, rejection_reason=reason, updated_at=sa.func.now())
-    )
+def _end(tx: Tx, data: Data, state: str, reason: str | None) -> None:
+    tx.execute("UPDATE orders.orders SET state = %s, rejection_reason = %s, updated_at = now() WHERE order_id = %s",
+               (state, reason, data.order_id))
+    notice = {"orderId": data.order_id, "state": state, "rejectionReason": reason}
+    tx.execute("SELECT pg_notify(%s, %s)", (ORDER_ENDED, json.dumps(notice)))
 
 
 def reserve_goods(data: Data) -> ReserveGoods:

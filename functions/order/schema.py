@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from saga.inbox import inbox_table
-from saga.outbox import outbox_table
-from saga.store import saga_tables, upgrade_saga_tables
+from saga.tables import inbox_table, outbox_table, saga_tables, upgrade_saga_tables
 
 metadata = sa.MetaData(schema="orders")
 

@@ -1,4 +1,4 @@
-"""Order use cases: place an order (start its saga), read orders and saga state.
+"""Order use cases: place an order (start its saga), time out overdue sagas, read orders and sagas.
 
 Placing an order is one transaction: the idempotency record, the saga's first local step (the
 PENDING order row), the saga instance and its first command in the outbox commit together."""
@@ -7,27 +7,33 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
 from decimal import Decimal
 from typing import Any
 
-import sqlalchemy as sa
 from cloudevents.http import CloudEvent
-from sqlalchemy.dialects.postgresql import insert
 
 from functions.order.create_order_saga import CreateOrderSagaData, create_order_saga
-from functions.order.schema import order_requests, orders, outbox, saga_history, saga_instances
 from functions.platform.config import settings
 from saga import outbox as outbox_
 from saga.engine import SagaEngine
 from saga.messages import stable_id
+from saga.outbox import Outbox
 from saga.store import PostgresSagaStore
+from saga.transaction import Database, Tx
 
-store = PostgresSagaStore(saga_instances, saga_history)
+store = PostgresSagaStore("orders")
 saga_engine = SagaEngine(create_order_saga, store, step_timeout=settings().step_timeout)
+outbox = Outbox("orders.outbox")
 
-MAX_WAIT_SECONDS = 30.0
+ORDER_COLUMNS = ("order_id, customer_id, goods_id, goods_total, order_total, state, rejection_reason, "
+                 "created_at, updated_at")
+CLAIM_KEY = ("INSERT INTO orders.order_requests (placed_by, idempotency_key, order_id, request_hash) "
+             "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING order_id")
+EARLIER_REQUEST = "SELECT request_hash FROM orders.order_requests WHERE placed_by = %s AND idempotency_key = %s"
+FIND = f"SELECT {ORDER_COLUMNS} FROM orders.orders WHERE order_id = %s"
+LIST_ALL = f"SELECT {ORDER_COLUMNS} FROM orders.orders ORDER BY created_at DESC LIMIT %s"
+LIST_FOR = f"SELECT {ORDER_COLUMNS} FROM orders.orders WHERE customer_id = %s ORDER BY created_at DESC LIMIT %s"
 
 
 class IdempotencyKeyReused(Exception):
@@ -35,7 +41,7 @@ class IdempotencyKeyReused(Exception):
 
 
 def place_order(
-    tx: sa.Connection, *, placed_by: str, customer_id: str, goods_id: int, goods_total: int,
+    tx: Tx, *, placed_by: str, customer_id: str, goods_id: int, goods_total: int,
     order_total: Decimal, idempotency_key: str | None,
 ) -> tuple[str, CloudEvent | None]:
     """Start a CreateOrderSaga; returns the order id and the command queued in the outbox (None
@@ -47,19 +53,10 @@ def place_order(
     else:
         order_id = stable_id("order", placed_by, idempotency_key)
         digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
-        claimed = tx.execute(
-            insert(order_requests)
-            .values(placed_by=placed_by, idempotency_key=idempotency_key, order_id=order_id, request_hash=digest)
-            .on_conflict_do_nothing()
-            .returning(order_requests.c.order_id)
-        ).first()
-        if claimed is None:
-            earlier = tx.execute(
-                sa.select(order_requests.c.request_hash).where(
-                    order_requests.c.placed_by == placed_by, order_requests.c.idempotency_key == idempotency_key
-                )
-            ).scalar_one()
-            if earlier != digest:
+        claimed = tx.query(CLAIM_KEY, (placed_by, idempotency_key, order_id, digest))
+        earlier = tx.query(EARLIER_REQUEST, (placed_by, idempotency_key))
+        if claimed.one() is None:
+            if earlier.scalar() != digest:
                 raise IdempotencyKeyReused(idempotency_key)
             return order_id, None
     data = CreateOrderSagaData(
@@ -72,18 +69,17 @@ def place_order(
     return order_id, command
 
 
-def expire_overdue(engine: sa.Engine, *, limit: int = 500) -> list[str]:
+def expire_overdue(database: Database, *, limit: int = 500) -> list[CloudEvent]:
     """The stuck-saga sweep: every overdue saga times out (or re-sends its overdue compensation),
-    one transaction each, its command queued in the outbox with it. Returns the commands' ids."""
-    with engine.connect() as tx:
-        overdue = store.overdue(tx, create_order_saga.name, limit)
+    one transaction each, its command queued in the outbox with it. Returns the commands."""
+    overdue = database.autocommit(lambda tx: store.overdue(tx, create_order_saga.name, limit))
     queued = []
     for saga_id in overdue:
-        with engine.begin() as tx:
+        with database.transaction() as tx:
             command = saga_engine.expire(tx, saga_id)
             if command is not None:
                 outbox_.add(tx, outbox, command)
-                queued.append(command["id"])
+                queued.append(command)
     return queued
 
 
@@ -101,21 +97,10 @@ def order_view(row: Any) -> dict[str, Any]:
     }
 
 
-def find_order(engine: sa.Engine, order_id: str, *, wait: float = 0.0) -> Any | None:
-    """The order row; with `wait`, hold until it leaves PENDING or the time is up (bounded)."""
-    deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT_SECONDS)
-    pause = 0.005
-    while True:
-        with engine.connect() as tx:
-            row = tx.execute(sa.select(orders).where(orders.c.order_id == order_id)).first()
-        if row is None or row.state != "PENDING" or time.monotonic() >= deadline:
-            return row
-        time.sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
-        pause = min(pause * 1.5, 0.05)
+def find_order(tx: Tx, order_id: str) -> Any | None:
+    return tx.query(FIND, (order_id,)).one()
 
 
-def list_orders(tx: sa.Connection, *, customer_id: str | None, limit: int) -> list[dict[str, Any]]:
-    query = sa.select(orders).order_by(orders.c.created_at.desc()).limit(limit)
-    if customer_id is not None:
-        query = query.where(orders.c.customer_id == customer_id)
-    return [order_view(row) for row in tx.execute(query)]
+def list_orders(tx: Tx, *, customer_id: str | None, limit: int) -> list[dict[str, Any]]:
+    found = tx.query(LIST_ALL, (limit,)) if customer_id is None else tx.query(LIST_FOR, (customer_id, limit))
+    return [order_view(row) for row in found.all()]

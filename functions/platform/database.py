@@ -1,25 +1,29 @@
-"""One SQLAlchemy engine per database URL per process, created on first use (not at import: that
-would be cold-start time)."""
+"""One `saga.transaction.Database` (connection pool + the threads its transactions run on) per
+database URL per process, made on first use (not at import: that would be cold-start time)."""
 
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
 
-import sqlalchemy as sa
-
-from functions.platform.config import normalise_database_url
+from saga.transaction import Database
 
 DEFAULT_THREADS = 8
 
 
+def pool_size(env: Mapping[str, str]) -> int:
+    """Connections one function process holds at most: one per request it serves at once (THREADS =
+    the Service's containerConcurrency); tests/manifests checks PostgreSQL admits them all."""
+    return int(env.get("THREADS", DEFAULT_THREADS))
+
+
 @functools.cache
-def engine(url: str) -> sa.Engine:
-    # One pooled connection per gunicorn thread (THREADS = the Service's containerConcurrency): with
-    # fewer, each busy moment opened and closed overflow connections, a PostgreSQL backend fork
-    # apiece (docs/performance.md). Pre-ping drops connections that died while the function was
-    # idle or PostgreSQL restarted.
-    threads = int(os.environ.get("THREADS", DEFAULT_THREADS))
-    return sa.create_engine(
-        normalise_database_url(url), pool_size=threads, max_overflow=4, pool_pre_ping=True, pool_recycle=600
-    )
+def database(url: str) -> Database:
+    return Database(postgres_url(url), pool_size(os.environ))
+
+
+def postgres_url(url: str) -> str:
+    """A libpq URL: SQLAlchemy's driver suffix (`postgresql+psycopg://`), which the tools use, dropped."""
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql://{rest}" if sep and scheme.startswith("postgres") else url

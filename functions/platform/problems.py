@@ -6,14 +6,14 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import sqlalchemy.exc
-from flask import Request, Response
+import psycopg
+from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
-from werkzeug.exceptions import BadRequest as WerkzeugBadRequest
-from werkzeug.exceptions import UnsupportedMediaType
+from starlette.requests import Request
+from starlette.responses import Response
 
 from saga.errors import TransientFailure
 
@@ -76,7 +76,7 @@ class ServiceUnavailable(ApiError):
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(json.dumps(body), status=status, headers=dict(headers or {}), mimetype="application/json")
+    return Response(json.dumps(body), status_code=status, headers=dict(headers or {}), media_type="application/json")
 
 
 def problem_response(
@@ -84,7 +84,15 @@ def problem_response(
 ) -> Response:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     body.update({k: v for k, v in extra.items() if v is not None})
-    return Response(json.dumps(body), status=status, headers=dict(headers or {}), mimetype=PROBLEM)
+    return Response(json.dumps(body), status_code=status, headers=dict(headers or {}), media_type=PROBLEM)
+
+
+async def json_body(request: Request, *, parse_float: Callable[[str], Any] = float) -> Any:
+    """The request's JSON body; 400 when it is not JSON."""
+    try:
+        return json.loads(await request.body(), parse_float=parse_float)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("the body is not valid JSON") from exc
 
 
 def _validation_problem(error: ValidationError) -> Response:
@@ -99,26 +107,25 @@ def _validation_problem(error: ValidationError) -> Response:
     )
 
 
-def json_api(function: Callable[[Request], Any]) -> Callable[[Request], Any]:
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def json_api(function: Endpoint) -> Endpoint:
     """Wrap an http function: every exception becomes a problem+json response."""
 
     @functools.wraps(function)
-    def wrapper(request: Request) -> Any:
+    async def wrapper(request: Request) -> Response:
         try:
-            return function(request)
+            return await function(request)
         except ApiError as exc:
             return problem_response(exc.status, exc.title, exc.detail, headers=exc.headers, field=exc.field)
         except ValidationError as exc:
             return _validation_problem(exc)
-        except UnsupportedMediaType:
-            return problem_response(400, "Bad Request", "the body must be JSON")
-        except WerkzeugBadRequest:
-            return problem_response(400, "Bad Request", "the body is not valid JSON")
-        except sqlalchemy.exc.DataError:
+        except psycopg.errors.DataError:
             # A value PostgreSQL refuses (out of range, NUL in text) that validation let through.
             log.warning("value refused by the database", exc_info=True)
             return problem_response(400, "Bad Request", "a value in the request is out of range or malformed")
-        except (TransientFailure, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError):
+        except (TransientFailure, psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout):
             log.warning("transient failure", exc_info=True)
             return problem_response(503, "Service Unavailable", "try again shortly", headers={"Retry-After": "1"})
         except Exception:

@@ -1,36 +1,40 @@
-"""Path dispatch for an HTTP function, on werkzeug's router (Flask's own)."""
+"""Path dispatch for an HTTP function: `/orders/<order_id>` and `/goods/<int:goods_id>` patterns,
+a trailing slash tolerated, 404 and 405 as problems."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from flask import Request
-from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
-from werkzeug.exceptions import NotFound as WerkzeugNotFound
-from werkzeug.routing import Map, Rule
+from starlette.requests import Request
+from starlette.responses import Response
 
 from functions.platform.problems import MethodNotAllowed, NotFound
 
-Handler = Callable[..., Any]
+Handler = Callable[..., Awaitable[Response]]
+_PARAMETER = re.compile(r"<(?:(int):)?([a-z_]+)>")
 
 
 class Router:
     def __init__(self, routes: Sequence[tuple[str, Sequence[str], Handler]]) -> None:
-        self._handlers: dict[str, Handler] = {}
-        rules = []
-        for index, (path, methods, handler) in enumerate(routes):
-            endpoint = f"{index}:{handler.__name__}"
-            self._handlers[endpoint] = handler
-            rules.append(Rule(path, methods=list(methods), endpoint=endpoint, strict_slashes=False))
-        self._map = Map(rules)
+        self._routes = []
+        for path, methods, handler in routes:
+            pattern = _PARAMETER.sub(lambda m: f"(?P<{m[2]}>{'[0-9]+' if m[1] else '[^/]+'})", path)
+            converters = {m[2]: int for m in _PARAMETER.finditer(path) if m[1]}
+            self._routes.append((re.compile(f"{pattern}/?"), set(methods), handler, converters))
 
-    def dispatch(self, request: Request) -> Any:
-        adapter = self._map.bind("", path_info=request.path, url_scheme="http")
-        try:
-            endpoint, values = adapter.match(method=request.method)
-        except WerkzeugNotFound as exc:
-            raise NotFound(f"no resource at {request.path}") from exc
-        except WerkzeugMethodNotAllowed as exc:
-            raise MethodNotAllowed(f"{request.method} is not allowed here", list(exc.valid_methods or [])) from exc
-        return self._handlers[str(endpoint)](request, **values)
+    async def dispatch(self, request: Request) -> Response:
+        path, allowed = request.url.path, set()
+        for pattern, methods, handler, converters in self._routes:
+            match = pattern.fullmatch(path)
+            if match is None:
+                continue
+            if request.method not in methods:
+                allowed |= methods
+                continue
+            values: dict[str, Any] = {k: converters.get(k, str)(v) for k, v in match.groupdict().items()}
+            return await handler(request, **values)
+        if allowed:
+            raise MethodNotAllowed(f"{request.method} is not allowed here", sorted(allowed))
+        raise NotFound(f"no resource at {path}")

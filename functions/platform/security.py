@@ -4,13 +4,17 @@ cluster; this is the defence in depth, and the only check in the local stack."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import json
+import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from flask import Request
+from starlette.requests import Request
 
 from functions.platform.config import settings
 from functions.platform.problems import Forbidden, ServiceUnavailable, Unauthorized
@@ -47,17 +51,7 @@ class TokenVerifier:
 
     def verify(self, token: str, *, token_use: str = "access") -> dict[str, Any]:
         """The token's claims; raises Unauthorized for anything short of a valid token of that use."""
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
-            raise Unauthorized("the token is not a well-formed JWT") from exc
-        if header.get("alg") != ALGORITHM:
-            raise Unauthorized(f"only {ALGORITHM} tokens are accepted")
-        if any(name in header for name in FORBIDDEN_HEADERS):
-            raise Unauthorized("tokens that name their own key are refused")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise Unauthorized("the token has no key id (kid)")
+        kid = key_id(token)
         try:
             key = self._key_for(kid)
         except KeyServiceUnavailable as exc:
@@ -78,6 +72,22 @@ class TokenVerifier:
         return claims
 
 
+def key_id(token: str) -> str:
+    """The `kid` of an RS256 token that names no key of its own; Unauthorized for anything else."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise Unauthorized("the token is not a well-formed JWT") from exc
+    if header.get("alg") != ALGORITHM:
+        raise Unauthorized(f"only {ALGORITHM} tokens are accepted")
+    if any(name in header for name in FORBIDDEN_HEADERS):
+        raise Unauthorized("tokens that name their own key are refused")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise Unauthorized("the token has no key id (kid)")
+    return kid
+
+
 def principal_from(claims: dict[str, Any]) -> Principal:
     roles = claims.get("roles") or []
     customer = claims.get("customer_id")
@@ -88,29 +98,65 @@ def principal_from(claims: dict[str, Any]) -> Principal:
     )
 
 
-def jwks_key_lookup(jwks_url: str, cache_seconds: float = 300.0) -> KeyLookup:
-    """Keys from the auth function's JWKS, cached for `cache_seconds`; an unknown kid triggers one
-    refetch (a new key is usable at once), a retired key stops verifying when the cache expires."""
-    # No per-kid cache (it never expires, so a retired key would verify forever): the JWK set is cached.
-    client = jwt.PyJWKClient(jwks_url, cache_keys=False, lifespan=cache_seconds, timeout=5,
-                             cooldown_duration=min(30.0, cache_seconds))
+class JwksKeys:
+    """The auth function's public keys by `kid`, parsed once per fetch and kept `cache_seconds`: a
+    new key is usable at once (an unknown kid refetches, at most once per cool-down), a retired key
+    stops verifying when the cache expires. Fetched off the event loop."""
 
-    def key_for(kid: str) -> Any:
+    def __init__(self, url: str, cache_seconds: float = 300.0) -> None:
+        self.url = url
+        self.cache_seconds = cache_seconds
+        self.cooldown = min(30.0, cache_seconds)
+        self._keys: dict[str, Any] = {}
+        self._fetched_at = float("-inf")  # the last successful fetch
+        self._tried_at = float("-inf")  # the last attempt
+        self._failure: Exception | None = None
+        self._lock = asyncio.Lock()
+
+    def get(self, kid: str) -> Any | None:
+        if time.monotonic() - self._fetched_at > self.cache_seconds:
+            raise KeyServiceUnavailable(str(self._failure or "the signing keys are not loaded"))
+        return self._keys.get(kid)
+
+    async def ready_for(self, kid: str) -> None:
+        """Fetch the keys when they are stale, or when `kid` is unknown and the cool-down is over."""
+        def due() -> bool:
+            now = time.monotonic()
+            stale = now - self._fetched_at > self.cache_seconds
+            return stale or (kid not in self._keys and now - self._tried_at > self.cooldown)
+
+        if due():
+            async with self._lock:  # one fetch for all the requests that need it
+                if due():
+                    await self._refresh()
+
+    async def _refresh(self) -> None:
+        self._tried_at = time.monotonic()
         try:
-            return client.get_signing_key(kid).key
-        except jwt.PyJWKClientConnectionError as exc:
-            raise KeyServiceUnavailable(str(exc)) from exc
-        except jwt.PyJWKClientError:
-            return None
+            document = await asyncio.to_thread(_fetch_json, self.url)
+            keys = {jwk.key_id: jwk.key for jwk in jwt.PyJWKSet.from_dict(document).keys
+                    if jwk.key_id and jwk.public_key_use in (None, "sig")}
+        except (OSError, ValueError, jwt.PyJWTError) as exc:
+            self._failure = exc
+            return
+        self._keys, self._fetched_at, self._failure = keys, time.monotonic(), None
 
-    return key_for
+
+def _fetch_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return json.loads(answer.read())
+
+
+@functools.cache
+def _keys() -> JwksKeys:
+    config = settings()
+    return JwksKeys(config.jwks_url, config.jwks_cache_seconds)
 
 
 @functools.cache
 def _verifier() -> TokenVerifier:
     config = settings()
-    return TokenVerifier(config.jwt_issuer, config.jwt_audience,
-                         jwks_key_lookup(config.jwks_url, config.jwks_cache_seconds))
+    return TokenVerifier(config.jwt_issuer, config.jwt_audience, _keys().get)
 
 
 def bearer_token(request: Request) -> str:
@@ -120,8 +166,10 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-def authenticate(request: Request) -> Principal:
-    return principal_from(_verifier().verify(bearer_token(request)))
+async def authenticate(request: Request) -> Principal:
+    token = bearer_token(request)
+    await _keys().ready_for(key_id(token))
+    return principal_from(_verifier().verify(token))
 
 
 def require_customer_access(principal: Principal, customer_id: str) -> None:

@@ -3,18 +3,18 @@ in-process (binary mode, as the dispatcher sends it)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from typing import Any
 
-import flask
-import sqlalchemy as sa
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent, from_http
+from starlette.requests import Request
 
-from saga.delivery import Handler, serve
-
-_app = flask.Flask("delivery-test")
+from saga.delivery import serve
+from saga.inbox import Handler, Inbox
+from saga.transaction import Database
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,11 +24,20 @@ class Delivered:
     problem: dict[str, Any] | None
 
 
-def deliver(db: sa.Engine, inbox: sa.Table, consumer: str, handle: Handler, event: CloudEvent) -> Delivered:
+def deliver(database: Database, inbox: Inbox, consumer: str, handle: Handler, event: CloudEvent) -> Delivered:
     headers, body = to_binary(event)
-    with _app.test_request_context("/", method="POST", headers=dict(headers), data=body):
-        answer, status, answer_headers = serve(flask.request, engine=db, inbox=inbox, consumer=consumer, handle=handle)
-    if status == 200:
-        return Delivered(status, from_http(answer_headers, answer), None)
-    problem = json.loads(answer) if answer else None
-    return Delivered(status, None, problem)
+    scope = {
+        "type": "http", "method": "POST", "path": "/", "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        + [(b"content-length", str(len(body)).encode())],
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    response = asyncio.run(serve(Request(scope, receive), database=database, inbox=inbox, consumer=consumer,
+                                 handle=handle))
+    answer = bytes(response.body)
+    if response.status_code == 200:
+        return Delivered(response.status_code, from_http(dict(response.headers), answer), None)
+    return Delivered(response.status_code, None, json.loads(answer) if answer else None)

@@ -3,6 +3,7 @@ broker has acknowledged the event."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -10,16 +11,17 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
-import sqlalchemy as sa
 from cloudevents.http import CloudEvent, from_http
 
-from functions.order import schema
+from functions.order import service
+from saga import outbox as outbox_
 from saga.messages import stable_id
-from saga.outbox import Relay, pending
+from saga.publisher import HttpPublisher
+from saga.transaction import Database
 
 pytestmark = pytest.mark.integration
 
@@ -27,13 +29,12 @@ pytestmark = pytest.mark.integration
 PLACE_AND_CRASH = """
 import sys
 from decimal import Decimal
-import sqlalchemy as sa
 from functions.order import service
 from saga.crashpoints import crash_point
-engine = sa.create_engine(sys.argv[1])
-with engine.begin() as tx:
-    service.place_order(tx, placed_by="crash-test", customer_id="12223", goods_id=1, goods_total=2,
-                        order_total=Decimal("74"), idempotency_key=sys.argv[2])
+from saga.transaction import Database
+Database(sys.argv[1], 1).run_sync(lambda tx: service.place_order(
+    tx, placed_by="crash-test", customer_id="12223", goods_id=1, goods_total=2, order_total=Decimal("74"),
+    idempotency_key=sys.argv[2]))
 crash_point("order-api.after-commit")
 raise SystemExit("the crash point did not fire")
 """
@@ -76,29 +77,31 @@ def sink() -> Iterator[Sink]:
     running.close()
 
 
-def outbox_ids(db: sa.Engine) -> set[str]:
-    with db.connect() as tx:
-        return {event["id"] for event in pending(tx, schema.outbox)}
+def outbox_ids(database: Database) -> set[str]:
+    return {event["id"] for event in database.autocommit(lambda tx: outbox_.pending(tx, service.outbox))}
 
 
-def test_command_committed_before_a_crash_is_published_by_the_sweep(db: sa.Engine, sink: Sink) -> None:
+def test_command_committed_before_a_crash_is_published_by_the_sweep(database: Database, sink: Sink) -> None:
     key = uuid.uuid4().hex
-    url = db.url.render_as_string(hide_password=False)
     crashed = subprocess.run(
-        [sys.executable, "-c", PLACE_AND_CRASH, url, key],
+        [sys.executable, "-c", PLACE_AND_CRASH, database.pool.conninfo, key],
         env={**os.environ, "SAGA_CRASH_POINTS": "order-api.after-commit"}, capture_output=True, timeout=60,
     )
     assert crashed.returncode == 137, crashed.stderr.decode()
     order_id = stable_id("order", "crash-test", key)
     command_id = stable_id(order_id, 1, "invoke")
-    assert command_id in outbox_ids(db), "the command committed with the order must wait in the outbox"
+    assert command_id in outbox_ids(database), "the command committed with the order must wait in the outbox"
 
-    with httpx.Client(timeout=5) as client:
-        relay = Relay(db, schema.outbox, sink.url, client)
-        assert relay.publish([command_id]) == 0  # the broker answers 503: the row must stay
-        assert command_id in outbox_ids(db)
-        relay.sweep()  # now 202: published once, then gone
-    assert command_id not in outbox_ids(db)
+    async def sweeps() -> tuple[int, int]:
+        # The sweep takes rows older than a few seconds: this one is, as far as it can tell.
+        publisher = HttpPublisher(sink.url)
+        refused = await outbox_.sweep(database, service.outbox, publisher, older_than=0)  # 503: the row stays
+        assert command_id in outbox_ids(database)
+        return refused, await outbox_.sweep(database, service.outbox, publisher, older_than=0)  # now 202
+
+    refused, published_now = asyncio.run(sweeps())
+    assert refused == 0 and published_now >= 1
+    assert command_id not in outbox_ids(database)
     published = [event for event in sink.accepted if event["id"] == command_id]
     assert len(published) == 1
     assert published[0]["type"] == "io.knativesaga.goods.reserve"
@@ -106,18 +109,26 @@ def test_command_committed_before_a_crash_is_published_by_the_sweep(db: sa.Engin
     assert json.loads(json.dumps(published[0].get_data())) == {"goods_id": 1, "quantity": 2}
 
 
-def test_unreachable_broker_keeps_rows(db: sa.Engine) -> None:
-    from decimal import Decimal
-
-    from functions.order import service
-
-    with db.begin() as tx:
-        _, command = service.place_order(
-            tx, placed_by="unreachable-test", customer_id="12223", goods_id=1, goods_total=1,
-            order_total=Decimal("37"), idempotency_key=None,
-        )
+def test_unreachable_broker_keeps_rows(database: Database) -> None:
+    _, command = database.run_sync(lambda tx: service.place_order(
+        tx, placed_by="unreachable-test", customer_id="12223", goods_id=1, goods_total=1,
+        order_total=Decimal("37"), idempotency_key=None,
+    ))
     assert command is not None
-    with httpx.Client(timeout=1) as client:
-        # Port 9 (discard) is closed on loopback: a connection error, not an answer.
-        assert Relay(db, schema.outbox, "http://127.0.0.1:9/", client).publish([command["id"]]) == 0
-    assert command["id"] in outbox_ids(db)
+    # Port 9 (discard) is closed on loopback: a connection error, not an answer.
+    asyncio.run(outbox_.publish_after_commit(database, service.outbox, HttpPublisher("http://127.0.0.1:9/"),
+                                             [command]))
+    assert command["id"] in outbox_ids(database)
+
+
+def test_a_fresh_row_is_left_to_its_writer(database: Database, sink: Sink) -> None:
+    """The sweep takes only rows older than a few seconds: a fresh one is being published by the
+    function that wrote it, and taking it too would publish it twice."""
+    _, command = database.run_sync(lambda tx: service.place_order(
+        tx, placed_by="fresh-test", customer_id="12223", goods_id=1, goods_total=1,
+        order_total=Decimal("37"), idempotency_key=None,
+    ))
+    assert command is not None
+    asyncio.run(outbox_.sweep(database, service.outbox, HttpPublisher(sink.url)))
+    assert command["id"] not in {event["id"] for event in sink.accepted}
+    assert command["id"] in outbox_ids(database)

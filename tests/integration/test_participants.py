@@ -13,14 +13,19 @@ import sqlalchemy as sa
 from cloudevents.http import CloudEvent
 
 from functions.account import schema as account_schema
-from functions.account.main import _provision, _reserve_credit
 from functions.account.messages import USER_REGISTERED, ReserveCredit
+from functions.account.provision import INBOX as ACCOUNTS_INBOX
+from functions.account.provision import _provision
+from functions.account.reserve_credit import _reserve_credit
 from functions.goods import schema as goods_schema
-from functions.goods.main import _release, _reserve
 from functions.goods.messages import GoodsReserved, ReleaseGoods, ReserveGoods
-from functions.order import schema as order_schema
+from functions.goods.release import _release
+from functions.goods.reserve import INBOX as GOODS_INBOX
+from functions.goods.reserve import _reserve
 from functions.order import service as order_service
+from functions.order.saga_step import INBOX as ORDERS_INBOX
 from saga.messages import REPLY_KIND, command_event, domain_event, reply_event, stable_id
+from saga.transaction import Database
 from tests.integration.delivery import deliver
 
 pytestmark = pytest.mark.integration
@@ -48,14 +53,14 @@ def command(cmd: object, *, saga_id: str | None = None, step: int = 1, direction
     )
 
 
-def goods_reserve(db: sa.Engine, event: CloudEvent):  # type: ignore[no-untyped-def]
-    return deliver(db, goods_schema.inbox, "goods-reserve", _reserve, event)
+def goods_reserve(database: Database, event: CloudEvent):  # type: ignore[no-untyped-def]
+    return deliver(database, GOODS_INBOX, "goods-reserve", _reserve, event)
 
 
-def test_redelivered_reserve_command_returns_same_reply_and_reserves_once(db: sa.Engine) -> None:
+def test_redelivered_reserve_command_returns_same_reply_and_reserves_once(db: sa.Engine, database: Database) -> None:
     goods_id = new_goods(db, stock=10)
     event = command(ReserveGoods(goods_id=goods_id, quantity=3))
-    first, second = goods_reserve(db, event), goods_reserve(db, event)
+    first, second = goods_reserve(database, event), goods_reserve(database, event)
     assert first.status == second.status == 200
     assert first.reply is not None and second.reply is not None
     assert first.reply[REPLY_KIND] == "GoodsReserved"
@@ -63,45 +68,45 @@ def test_redelivered_reserve_command_returns_same_reply_and_reserves_once(db: sa
     assert stock_of(db, goods_id) == 7
 
 
-def test_concurrent_duplicate_deliveries_reserve_once(db: sa.Engine) -> None:
+def test_concurrent_duplicate_deliveries_reserve_once(db: sa.Engine, database: Database) -> None:
     goods_id = new_goods(db, stock=10)
     event = command(ReserveGoods(goods_id=goods_id, quantity=4))
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda _: goods_reserve(db, event), range(4)))
+        results = list(pool.map(lambda _: goods_reserve(database, event), range(4)))
     assert {r.status for r in results} == {200}
     assert len({r.reply["id"] for r in results if r.reply is not None}) == 1
     assert stock_of(db, goods_id) == 6
 
 
-def test_same_saga_reserves_once_even_under_a_new_command_id(db: sa.Engine) -> None:
+def test_same_saga_reserves_once_even_under_a_new_command_id(db: sa.Engine, database: Database) -> None:
     goods_id = new_goods(db, stock=10)
     saga_id = str(uuid.uuid4())
-    goods_reserve(db, command(ReserveGoods(goods_id=goods_id, quantity=2), saga_id=saga_id))
-    again = goods_reserve(db, command(ReserveGoods(goods_id=goods_id, quantity=2), saga_id=saga_id, step=9))
+    goods_reserve(database, command(ReserveGoods(goods_id=goods_id, quantity=2), saga_id=saga_id))
+    again = goods_reserve(database, command(ReserveGoods(goods_id=goods_id, quantity=2), saga_id=saga_id, step=9))
     assert again.reply is not None and again.reply[REPLY_KIND] == "GoodsReserved"
     assert stock_of(db, goods_id) == 8
 
 
-def test_release_gives_stock_back_once(db: sa.Engine) -> None:
+def test_release_gives_stock_back_once(db: sa.Engine, database: Database) -> None:
     goods_id = new_goods(db, stock=10)
     saga_id = str(uuid.uuid4())
-    goods_reserve(db, command(ReserveGoods(goods_id=goods_id, quantity=5), saga_id=saga_id))
+    goods_reserve(database, command(ReserveGoods(goods_id=goods_id, quantity=5), saga_id=saga_id))
     release = command(ReleaseGoods(goods_id=goods_id), saga_id=saga_id, direction="compensate")
-    first = deliver(db, goods_schema.inbox, "goods-release", _release, release)
+    first = deliver(database, GOODS_INBOX, "goods-release", _release, release)
     assert first.reply is not None and first.reply.get_data() == {"quantity": 5}
     # Redelivered, and re-sent under another id: nothing more is given back.
-    deliver(db, goods_schema.inbox, "goods-release", _release, release)
+    deliver(database, GOODS_INBOX, "goods-release", _release, release)
     other = command(ReleaseGoods(goods_id=goods_id), saga_id=saga_id, step=7, direction="compensate")
-    assert deliver(db, goods_schema.inbox, "goods-release", _release, other).reply.get_data() == {"quantity": 0}
+    assert deliver(database, GOODS_INBOX, "goods-release", _release, other).reply.get_data() == {"quantity": 0}
     assert stock_of(db, goods_id) == 10
 
 
-def test_release_without_reservation_is_safe_and_blocks_a_late_reserve(db: sa.Engine) -> None:
+def test_release_without_reservation_is_safe_and_blocks_a_late_reserve(db: sa.Engine, database: Database) -> None:
     goods_id = new_goods(db, stock=10)
     saga_id = str(uuid.uuid4())
     release = command(ReleaseGoods(goods_id=goods_id), saga_id=saga_id, direction="compensate")
-    assert deliver(db, goods_schema.inbox, "goods-release", _release, release).reply.get_data() == {"quantity": 0}
-    late = goods_reserve(db, command(ReserveGoods(goods_id=goods_id, quantity=3), saga_id=saga_id))
+    assert deliver(database, GOODS_INBOX, "goods-release", _release, release).reply.get_data() == {"quantity": 0}
+    late = goods_reserve(database, command(ReserveGoods(goods_id=goods_id, quantity=3), saga_id=saga_id))
     assert late.reply is not None and late.reply[REPLY_KIND] == "GoodsStockLimit"
     assert stock_of(db, goods_id) == 10
 
@@ -110,10 +115,10 @@ def test_release_without_reservation_is_safe_and_blocks_a_late_reserve(db: sa.En
     "data",
     [{"goods_id": 1}, {"goods_id": "one", "quantity": 1}, {"goods_id": 1, "quantity": True}, "not an object"],
 )
-def test_malformed_command_is_refused_and_changes_nothing(db: sa.Engine, data: object) -> None:
+def test_malformed_command_is_refused_and_changes_nothing(db: sa.Engine, database: Database, data: object) -> None:
     event = command(ReserveGoods(goods_id=1, quantity=1))
     bad = CloudEvent(dict(event.get_attributes()), data)
-    result = goods_reserve(db, bad)
+    result = goods_reserve(database, bad)
     assert result.status == 400
     assert result.problem is not None and result.problem["status"] == 400
     with db.connect() as tx:
@@ -124,15 +129,15 @@ def test_malformed_command_is_refused_and_changes_nothing(db: sa.Engine, data: o
     assert handled == 0
 
 
-def test_redelivered_credit_command_reserves_once(db: sa.Engine) -> None:
+def test_redelivered_credit_command_reserves_once(db: sa.Engine, database: Database) -> None:
     customer = f"c-{uuid.uuid4().hex[:12]}"
     with db.begin() as tx:
         account_schema.open_account(tx, customer, Decimal("100.00"))
     event = command(ReserveCredit(customer_id=customer, amount=Decimal("60.00")), step=2)
-    replies = [deliver(db, account_schema.inbox, "account-reserve-credit", _reserve_credit, event) for _ in range(2)]
+    replies = [deliver(database, ACCOUNTS_INBOX, "account-reserve-credit", _reserve_credit, event) for _ in range(2)]
     assert [r.reply[REPLY_KIND] for r in replies if r.reply is not None] == ["CreditReserved", "CreditReserved"]
     second = deliver(
-        db, account_schema.inbox, "account-reserve-credit", _reserve_credit,
+        database, ACCOUNTS_INBOX, "account-reserve-credit", _reserve_credit,
         command(ReserveCredit(customer_id=customer, amount=Decimal("60.00")), step=2),
     )
     assert second.reply is not None and second.reply[REPLY_KIND] == "CustomerCreditLimitExceeded"
@@ -144,14 +149,14 @@ def test_redelivered_credit_command_reserves_once(db: sa.Engine) -> None:
     assert available == Decimal("40.00")
 
 
-def test_user_registered_provisions_the_account_once(db: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_user_registered_provisions_the_account_once(db: sa.Engine, database: Database) -> None:
     customer = f"c-{uuid.uuid4().hex[:12]}"
     event = domain_event(
         USER_REGISTERED, event_id=stable_id("user-registered", customer), source="/functions/auth-api", key=customer,
         data={"user_id": "u-" + customer, "customer_id": customer, "username": "u" + customer},
     )
     for _ in range(2):
-        assert deliver(db, account_schema.inbox, "account-provision", _provision, event).status == 202
+        assert deliver(database, ACCOUNTS_INBOX, "account-provision", _provision, event).status == 202
     with db.connect() as tx:
         rows = tx.execute(
             sa.select(account_schema.accounts).where(account_schema.accounts.c.customer_id == customer)
@@ -159,25 +164,23 @@ def test_user_registered_provisions_the_account_once(db: sa.Engine, monkeypatch:
     assert [(r.credit_limit, r.available_credit) for r in rows] == [(Decimal("100.00"), Decimal("100.00"))]
 
 
-def test_duplicate_replies_advance_the_saga_once(db: sa.Engine) -> None:
-    with db.begin() as tx:
-        order_id, reserve = order_service.place_order(
-            tx, placed_by="test", customer_id="12223", goods_id=1, goods_total=2, order_total=Decimal("74"),
-            idempotency_key=None,
-        )
+def test_duplicate_replies_advance_the_saga_once(db: sa.Engine, database: Database) -> None:
+    order_id, reserve = database.run_sync(lambda tx: order_service.place_order(
+        tx, placed_by="test", customer_id="12223", goods_id=1, goods_total=2, order_total=Decimal("74"),
+        idempotency_key=None,
+    ))
     assert reserve is not None
     reply = reply_event(GoodsReserved(unit_price=Decimal("37.00")), command=reserve, source="/functions/goods-reserve")
     with ThreadPoolExecutor(max_workers=3) as pool:
         results = list(
             pool.map(
-                lambda _: deliver(db, order_schema.inbox, "order-saga", order_service.saga_engine.handle_reply, reply),
+                lambda _: deliver(database, ORDERS_INBOX, "order-saga", order_service.saga_engine.handle_reply, reply),
                 range(3),
             )
         )
     commands = {r.reply["id"] for r in results if r.reply is not None}
     assert len(commands) == 1, "every delivery of the reply re-sends the one command it caused"
-    with db.connect() as tx:
-        saga = order_service.store.describe(tx, order_id)
+    saga = database.autocommit(lambda tx: order_service.store.describe(tx, order_id))
     assert saga is not None
     assert saga["version"] == 2, "created at version 1, advanced exactly once"
     assert [h["event"] for h in saga["history"]].count("REPLY_RECEIVED") == 1

@@ -14,15 +14,18 @@ import sqlalchemy as sa
 from cloudevents.http import CloudEvent
 
 from functions.account import schema as account_schema
-from functions.account.main import _release_credit, _reserve_credit
 from functions.account.messages import ReleaseCredit, ReserveCredit
+from functions.account.release_credit import _release_credit
+from functions.account.reserve_credit import INBOX as ACCOUNTS_INBOX
+from functions.account.reserve_credit import _reserve_credit
 from functions.goods.messages import GoodsReserved, ReleaseGoods
-from functions.order import schema as order_schema
 from functions.order import service as order_service
 from functions.order.create_order_saga import CreateOrderSagaData, create_order_saga
+from functions.order.saga_step import INBOX as ORDERS_INBOX
 from saga import outbox
 from saga.engine import SagaEngine
 from saga.messages import REPLY_KIND, reply_event
+from saga.transaction import Database
 from tests.integration.delivery import deliver
 from tests.integration.test_participants import command
 
@@ -31,45 +34,43 @@ pytestmark = pytest.mark.integration
 SHORT = 0.2  # seconds: a step deadline the test can outwait
 
 
-def start_order(db: sa.Engine, step_timeout: float) -> tuple[str, CloudEvent]:
+def start_order(database: Database, step_timeout: float) -> tuple[str, CloudEvent]:
     """A saga started by an engine with `step_timeout`; returns (order id, its first command)."""
     order_id = str(uuid.uuid4())
     data = CreateOrderSagaData(order_id=order_id, customer_id="12223", goods_id=1, goods_total=1,
                                order_total=Decimal("37.00"), placed_by="test")
-    with db.begin() as tx:
-        first = SagaEngine(create_order_saga, order_service.store, step_timeout=step_timeout).start(tx, order_id, data)
+    engine = SagaEngine(create_order_saga, order_service.store, step_timeout=step_timeout)
+    first = database.run_sync(lambda tx: engine.start(tx, order_id, data))
     assert first is not None
     return order_id, first
 
 
-def overdue(db: sa.Engine, order_id: str) -> bool:
-    with db.connect() as tx:
-        return order_id in order_service.store.overdue(tx, create_order_saga.name, 10_000)
+def overdue(database: Database, order_id: str) -> bool:
+    return order_id in database.autocommit(lambda tx: order_service.store.overdue(tx, create_order_saga.name, 10_000))
 
 
-def wait_overdue(db: sa.Engine, order_id: str) -> None:
+def wait_overdue(database: Database, order_id: str) -> None:
     deadline = time.monotonic() + 10
-    while not overdue(db, order_id):
+    while not overdue(database, order_id):
         assert time.monotonic() < deadline, "the saga never became overdue"
         time.sleep(0.05)
 
 
-def saga(db: sa.Engine, order_id: str) -> dict:  # type: ignore[type-arg]
-    with db.connect() as tx:
-        found = order_service.store.describe(tx, order_id)
+def saga(database: Database, order_id: str) -> dict:  # type: ignore[type-arg]
+    found = database.autocommit(lambda tx: order_service.store.describe(tx, order_id))
     assert found is not None
     return found
 
 
-def test_sweep_times_out_an_overdue_saga_once_and_queues_its_compensation(db: sa.Engine) -> None:
-    order_id, reserve = start_order(db, SHORT)
-    assert saga(db, order_id)["deadline"] is not None
-    wait_overdue(db, order_id)
+def test_sweep_times_out_an_overdue_saga_once_and_queues_its_compensation(database: Database) -> None:
+    order_id, reserve = start_order(database, SHORT)
+    assert saga(database, order_id)["deadline"] is not None
+    wait_overdue(database, order_id)
     with ThreadPoolExecutor(max_workers=3) as pool:  # three sweeps at once, as overlapping pings would
-        queued = [ids for ids in pool.map(lambda _: order_service.expire_overdue(db), range(3))]
-    waiting = _outbox_ids(db)
-    mine = [i for ids in queued for i in ids if i in waiting]
-    state = saga(db, order_id)
+        queued = list(pool.map(lambda _: order_service.expire_overdue(database), range(3)))
+    waiting = _outbox_ids(database)
+    mine = [c["id"] for commands in queued for c in commands if c["id"] in waiting]
+    state = saga(database, order_id)
     events = [h["event"] for h in state["history"]]
     assert events.count("TIMED_OUT") == 1, "timed out exactly once"
     assert state["compensating"] and not state["finished"]
@@ -77,27 +78,26 @@ def test_sweep_times_out_an_overdue_saga_once_and_queues_its_compensation(db: sa
     release = [h for h in state["history"] if h["event"] == "COMPENSATION_SENT"]
     assert [h["commandType"] for h in release] == [ReleaseGoods.TYPE]
     assert release[0]["commandId"] in mine, "the compensation is in the outbox, committed with the state"
-    assert not overdue(db, order_id), "a fresh deadline for the compensation"
+    assert not overdue(database, order_id), "a fresh deadline for the compensation"
     # The goods reply arrives late: recorded and ignored.
     late = reply_event(GoodsReserved(unit_price=Decimal("37.00")), command=reserve,
                        source="/functions/goods-reserve")
-    assert deliver(db, order_schema.inbox, "order-saga", order_service.saga_engine.handle_reply, late).status == 202
-    assert saga(db, order_id)["history"][-1]["event"] == "REPLY_IGNORED"
+    assert deliver(database, ORDERS_INBOX, "order-saga", order_service.saga_engine.handle_reply, late).status == 202
+    assert saga(database, order_id)["history"][-1]["event"] == "REPLY_IGNORED"
 
 
-def test_an_answered_saga_is_not_timed_out(db: sa.Engine) -> None:
-    order_id, reserve = start_order(db, 30.0)
+def test_an_answered_saga_is_not_timed_out(database: Database) -> None:
+    order_id, reserve = start_order(database, 30.0)
     reply = reply_event(GoodsReserved(unit_price=Decimal("37.00")), command=reserve,
                         source="/functions/goods-reserve")
-    deliver(db, order_schema.inbox, "order-saga", order_service.saga_engine.handle_reply, reply)
-    order_service.expire_overdue(db)
-    assert "TIMED_OUT" not in [h["event"] for h in saga(db, order_id)["history"]]
-    assert saga(db, order_id)["deadline"] is not None, "waiting on the credit step, with a deadline"
+    deliver(database, ORDERS_INBOX, "order-saga", order_service.saga_engine.handle_reply, reply)
+    order_service.expire_overdue(database)
+    assert "TIMED_OUT" not in [h["event"] for h in saga(database, order_id)["history"]]
+    assert saga(database, order_id)["deadline"] is not None, "waiting on the credit step, with a deadline"
 
 
-def _outbox_ids(db: sa.Engine) -> set[str]:
-    with db.connect() as tx:
-        return {e["id"] for e in outbox.pending(tx, order_schema.outbox)}
+def _outbox_ids(database: Database) -> set[str]:
+    return {e["id"] for e in database.autocommit(lambda tx: outbox.pending(tx, order_service.outbox))}
 
 
 def _account(db: sa.Engine, credit: str = "100.00") -> str:
@@ -114,28 +114,28 @@ def _available(db: sa.Engine, customer: str) -> Decimal:
             sa.select(accounts.c.available_credit).where(accounts.c.customer_id == customer)).scalar_one()
 
 
-def test_release_credit_gives_back_once_and_bars_a_late_reserve(db: sa.Engine) -> None:
+def test_release_credit_gives_back_once_and_bars_a_late_reserve(db: sa.Engine, database: Database) -> None:
     customer = _account(db)
     saga_id = str(uuid.uuid4())
     reserve = command(ReserveCredit(customer_id=customer, amount=Decimal("30.00")), saga_id=saga_id, step=2)
     release = command(ReleaseCredit(customer_id=customer), saga_id=saga_id, step=2, direction="compensate")
-    deliver(db, account_schema.inbox, "account-reserve-credit", _reserve_credit, reserve)
+    deliver(database, ACCOUNTS_INBOX, "account-reserve-credit", _reserve_credit, reserve)
     assert _available(db, customer) == Decimal("70.00")
     for _ in range(2):
-        done = deliver(db, account_schema.inbox, "account-release-credit", _release_credit, release)
+        done = deliver(database, ACCOUNTS_INBOX, "account-release-credit", _release_credit, release)
         assert done.reply is not None and done.reply[REPLY_KIND] == "CreditReleased"
     assert _available(db, customer) == Decimal("100.00")
     # Released before its reserve arrived: the late reserve takes nothing.
     other = str(uuid.uuid4())
-    deliver(db, account_schema.inbox, "account-release-credit", _release_credit,
+    deliver(database, ACCOUNTS_INBOX, "account-release-credit", _release_credit,
             command(ReleaseCredit(customer_id=customer), saga_id=other, step=2, direction="compensate"))
-    late = deliver(db, account_schema.inbox, "account-reserve-credit", _reserve_credit,
+    late = deliver(database, ACCOUNTS_INBOX, "account-reserve-credit", _reserve_credit,
                    command(ReserveCredit(customer_id=customer, amount=Decimal("30.00")), saga_id=other, step=2))
     assert late.reply is not None and late.reply[REPLY_KIND] == "CustomerCreditLimitExceeded"
     assert _available(db, customer) == Decimal("100.00")
 
 
-def test_racing_reserve_and_release_never_leave_credit_held(db: sa.Engine) -> None:
+def test_racing_reserve_and_release_never_leave_credit_held(db: sa.Engine, database: Database) -> None:
     customer = _account(db, "1000.00")
     sagas = [str(uuid.uuid4()) for _ in range(20)]
 
@@ -144,7 +144,7 @@ def test_racing_reserve_and_release_never_leave_credit_held(db: sa.Engine) -> No
         release = command(ReleaseCredit(customer_id=customer), saga_id=saga_id, step=2, direction="compensate")
         with ThreadPoolExecutor(max_workers=2) as pool:
             done = list(pool.map(
-                lambda pair: deliver(db, account_schema.inbox, pair[0], pair[1], pair[2]),
+                lambda pair: deliver(database, ACCOUNTS_INBOX, pair[0], pair[1], pair[2]),
                 [("account-reserve-credit", _reserve_credit, reserve),
                  ("account-release-credit", _release_credit, release)],
             ))

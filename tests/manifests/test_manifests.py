@@ -14,7 +14,6 @@ import re
 import subprocess
 from collections.abc import Mapping
 from typing import Any
-from unittest.mock import patch
 
 import pytest
 import yaml
@@ -250,15 +249,10 @@ def test_replay_job_rules_fail_on_a_bad_job(overlay: Docs, break_it: str) -> Non
 
 def pool_connections(env: Mapping[str, str]) -> int:
     """The connections one function process may hold: the pool functions/platform/database.py builds
-    under this container's env (THREADS, ...). Building an engine opens no connection."""
-    from sqlalchemy.pool import QueuePool
-
+    under this container's env (THREADS, ...)."""
     from functions.platform import database
 
-    with patch.dict(os.environ, env):
-        engine = database.engine.__wrapped__("postgresql://saga@localhost/saga")
-    assert isinstance(engine.pool, QueuePool)
-    return engine.pool.size() + engine.pool._max_overflow
+    return database.pool_size(env)
 
 
 def test_postgres_admits_every_pool_at_max_scale(overlay: Docs) -> None:
@@ -480,7 +474,9 @@ def test_dockerfile_is_pinned_non_root_and_lints_clean() -> None:
     bases = re.findall(r"^FROM (\S+)", dockerfile, re.M)
     assert bases and all(re.fullmatch(r"python:3\.11\.\d+-slim(@sha256:[0-9a-f]{64})?", b) for b in bases), bases
     assert re.search(r"^USER (?!root|0\b)\S+", dockerfile, re.M)
-    assert re.search(r'^RUN \S*pip install "\.\[replay\]"$', dockerfile, re.M)  # never [stack]
+    # Exactly the locked packages, hash-checked: the runtime and the replay Job's, no test tool.
+    assert re.search(r"^RUN \S*pip install --require-hashes --no-deps -r image.lock$", dockerfile, re.M)
+    assert "pytest==" not in (REPO / "requirements" / "image.lock").read_text()
     assert all(s in dockerfile for s in ('--source \\"$FUNCTION_SOURCE\\"', '--target \\"$FUNCTION_TARGET\\"',
                                          "--host 0.0.0.0", '--port \\"$PORT\\"'))
     ignored = (REPO / ".dockerignore").read_text().split()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cloudevents.http import CloudEvent
 
-from saga.engine import HistoryEntry, SagaInstance
+from saga.engine import HistoryEntry, SagaEngine, SagaInstance
 from saga.errors import ConcurrentUpdate
 from saga.messages import Reply, reply_event
 
@@ -25,14 +25,14 @@ class InMemorySagaStore:
         self.instances[instance.saga_id] = instance
         self.append(tx, instance.saga_id, history)
 
-    def lock(self, tx: Any, saga_type: str, saga_id: str) -> SagaInstance | None:
+    def lock(self, tx: Any, saga_type: str, saga_id: str) -> Callable[[], SagaInstance | None]:
         found = self.instances.get(saga_id)
-        return found if found is not None and found.saga_type == saga_type else None
+        return lambda: found if found is not None and found.saga_type == saga_type else None
 
-    def lock_overdue(self, tx: Any, saga_type: str, saga_id: str) -> SagaInstance | None:
-        found = self.lock(tx, saga_type, saga_id)
+    def lock_overdue(self, tx: Any, saga_type: str, saga_id: str) -> Callable[[], SagaInstance | None]:
+        found = self.lock(tx, saga_type, saga_id)()
         overdue = found is not None and not found.finished and found.deadline_after is not None
-        return found if overdue and saga_id in self.past_deadline else None
+        return lambda: found if overdue and saga_id in self.past_deadline else None
 
     def update(self, tx: Any, instance: SagaInstance, history: Sequence[HistoryEntry]) -> None:
         if self.instances[instance.saga_id].version != instance.version - 1:
@@ -48,14 +48,18 @@ class InMemorySagaStore:
 
 
 class RecordingTx:
-    """Stands in for a SQLAlchemy connection: records the parameters of each statement executed."""
+    """Stands in for `saga.transaction.Tx`: records each statement queued, with its parameters."""
 
     def __init__(self) -> None:
-        self.statements: list[dict[str, Any]] = []
+        self.statements: list[tuple[str, Any]] = []
 
-    def execute(self, statement: Any, *args: Any) -> None:
-        compiled = statement.compile()
-        self.statements.append({"table": statement.table.name, "kind": type(statement).__name__, **compiled.params})
+    def execute(self, sql: str, params: Any = ()) -> None:
+        self.statements.append((sql, params))
+
+
+def applied(engine: SagaEngine[Any], tx: Any, reply: CloudEvent) -> CloudEvent | None:
+    """A reply handled as the step handler does: the saga read, then the decision (the next command)."""
+    return engine.handle_reply(tx, reply)()
 
 
 def answer(command: CloudEvent, reply: Reply, source: str = "/test/participant") -> CloudEvent:

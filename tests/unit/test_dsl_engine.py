@@ -10,7 +10,7 @@ import pytest
 from saga.dsl import DefinitionError, step
 from saga.engine import SagaEngine
 from saga.messages import Command, Outcome, Reply
-from tests.unit.fakes import InMemorySagaStore, answer
+from tests.unit.fakes import InMemorySagaStore, answer, applied
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -78,11 +78,11 @@ toy = (
 def test_failure_compensates_completed_steps_in_reverse_order() -> None:
     tx, engine = Journal(), SagaEngine(toy, InMemorySagaStore())
     sent = [engine.start(tx, "s1", Data())]
-    sent.append(engine.handle_reply(tx, answer(sent[-1], Done())))
-    sent.append(engine.handle_reply(tx, answer(sent[-1], Done())))
-    sent.append(engine.handle_reply(tx, answer(sent[-1], Refused())))  # c refused
-    sent.append(engine.handle_reply(tx, answer(sent[-1], Done())))  # undo b done
-    assert engine.handle_reply(tx, answer(sent[-1], Done())) is None  # undo a done
+    sent.append(applied(engine, tx, answer(sent[-1], Done())))
+    sent.append(applied(engine, tx, answer(sent[-1], Done())))
+    sent.append(applied(engine, tx, answer(sent[-1], Refused())))  # c refused
+    sent.append(applied(engine, tx, answer(sent[-1], Done())))  # undo b done
+    assert applied(engine, tx, answer(sent[-1], Done())) is None  # undo a done
     assert [e.get_data()["what"] for e in sent if e is not None] == ["a", "b", "c", "undo b", "undo a"]
     assert tx == ["begin", "undo begin"]
     assert engine.store.instances["s1"].finished
@@ -92,7 +92,7 @@ def test_successful_saga_runs_no_compensation() -> None:
     tx, engine = Journal(), SagaEngine(toy, InMemorySagaStore())
     command = engine.start(tx, "s2", Data())
     for _ in range(3):
-        command = engine.handle_reply(tx, answer(command, Done()))
+        command = applied(engine, tx, answer(command, Done()))
     assert command is None
     assert tx == ["begin"]
 

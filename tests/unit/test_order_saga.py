@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -22,11 +23,11 @@ from functions.goods.messages import (
     ReleaseGoods,
     ReserveGoods,
 )
-from functions.order.create_order_saga import CreateOrderSagaData, create_order_saga
+from functions.order.create_order_saga import ORDER_ENDED, CreateOrderSagaData, create_order_saga
 from saga.engine import SagaEngine
 from saga.errors import InvalidMessage, UnknownSaga
 from saga.messages import CAUSATION_ID, PARTITION_KEY, SAGA_ID, SAGA_TYPE
-from tests.unit.fakes import InMemorySagaStore, RecordingTx, answer
+from tests.unit.fakes import InMemorySagaStore, RecordingTx, answer, applied
 
 SAGA_ID_ = "order-1"
 
@@ -49,12 +50,17 @@ def engine(store: InMemorySagaStore) -> SagaEngine[CreateOrderSagaData]:
 
 
 def order_states(tx: RecordingTx) -> list[tuple[str, str | None]]:
-    """The order row's life as the local steps wrote it."""
-    return [
-        (s["state"], s.get("rejection_reason"))
-        for s in tx.statements
-        if s["table"] == "orders"
-    ]
+    """The order row's life as the local steps wrote it; every end is notified to its waiters."""
+    states: list[tuple[str, str | None]] = []
+    for index, (sql, params) in enumerate(tx.statements):
+        if sql.startswith("INSERT INTO orders.orders"):
+            states.append(("PENDING", None))
+        elif sql.startswith("UPDATE orders.orders SET state"):
+            states.append((params[0], params[1]))
+            notify_sql, (channel, notice) = tx.statements[index + 1]
+            assert "pg_notify" in notify_sql and channel == ORDER_ENDED
+            assert json.loads(notice) == {"orderId": params[2], "state": params[0], "rejectionReason": params[1]}
+    return states
 
 
 def test_start_creates_pending_order_and_sends_reserve_goods(engine: SagaEngine, store: InMemorySagaStore) -> None:
@@ -84,10 +90,10 @@ def test_approved_order_reserves_goods_then_credit_then_approves(
 ) -> None:
     tx = RecordingTx()
     reserve = engine.start(tx, SAGA_ID_, order("74", 2))
-    credit = engine.handle_reply(tx, answer(reserve, GoodsReserved(unit_price=Decimal("37.00"))))
+    credit = applied(engine, tx, answer(reserve, GoodsReserved(unit_price=Decimal("37.00"))))
     assert credit is not None and credit["type"] == ReserveCredit.TYPE
     assert credit.get_data() == {"customer_id": "12223", "amount": "74"}
-    assert engine.handle_reply(tx, answer(credit, CreditReserved(available_credit=Decimal("26")))) is None
+    assert applied(engine, tx, answer(credit, CreditReserved(available_credit=Decimal("26")))) is None
     assert order_states(tx) == [("PENDING", None), ("APPROVED", None)]
     saga = store.instances[SAGA_ID_]
     assert saga.finished and not saga.compensating
@@ -98,12 +104,12 @@ def test_approved_order_reserves_goods_then_credit_then_approves(
 def test_credit_exceeded_releases_goods_then_rejects(engine: SagaEngine, store: InMemorySagaStore) -> None:
     tx = RecordingTx()
     reserve = engine.start(tx, SAGA_ID_, order("111", 3))
-    credit = engine.handle_reply(tx, answer(reserve, GoodsReserved(unit_price=Decimal("37"))))
-    release = engine.handle_reply(tx, answer(credit, CustomerCreditLimitExceeded(available_credit=Decimal("100"))))
+    credit = applied(engine, tx, answer(reserve, GoodsReserved(unit_price=Decimal("37"))))
+    release = applied(engine, tx, answer(credit, CustomerCreditLimitExceeded(available_credit=Decimal("100"))))
     assert release is not None and release["type"] == ReleaseGoods.TYPE
     assert store.instances[SAGA_ID_].compensating
     assert order_states(tx) == [("PENDING", None)], "the order is rejected only after the goods are released"
-    assert engine.handle_reply(tx, answer(release, GoodsReleased(quantity=3))) is None
+    assert applied(engine, tx, answer(release, GoodsReleased(quantity=3))) is None
     assert order_states(tx)[-1] == ("REJECTED", "INSUFFICIENT_CREDIT")
     assert store.instances[SAGA_ID_].finished
     compensations = [name for event, name in store.events(SAGA_ID_) if event.startswith("COMPENSATION")]
@@ -117,7 +123,7 @@ def test_credit_exceeded_releases_goods_then_rejects(engine: SagaEngine, store: 
 def test_goods_failure_rejects_without_releasing(engine: SagaEngine, store: InMemorySagaStore, reply, reason) -> None:
     tx = RecordingTx()
     reserve = engine.start(tx, SAGA_ID_, order())
-    assert engine.handle_reply(tx, answer(reserve, reply)) is None, "nothing was reserved, nothing to release"
+    assert applied(engine, tx, answer(reserve, reply)) is None, "nothing was reserved, nothing to release"
     assert order_states(tx) == [("PENDING", None), ("REJECTED", reason)]
     assert store.instances[SAGA_ID_].finished
 
@@ -125,18 +131,18 @@ def test_goods_failure_rejects_without_releasing(engine: SagaEngine, store: InMe
 def test_price_mismatch_releases_the_reserved_goods(engine: SagaEngine, store: InMemorySagaStore) -> None:
     tx = RecordingTx()
     reserve = engine.start(tx, SAGA_ID_, order("70", 2))
-    release = engine.handle_reply(tx, answer(reserve, GoodsReserved(unit_price=Decimal("37.00"))))
+    release = applied(engine, tx, answer(reserve, GoodsReserved(unit_price=Decimal("37.00"))))
     assert release is not None and release["type"] == ReleaseGoods.TYPE
-    engine.handle_reply(tx, answer(release, GoodsReleased(quantity=2)))
+    applied(engine, tx, answer(release, GoodsReleased(quantity=2)))
     assert order_states(tx)[-1] == ("REJECTED", "PRICE_MISMATCH")
 
 
 def test_unknown_customer_releases_goods(engine: SagaEngine) -> None:
     tx = RecordingTx()
     reserve = engine.start(tx, SAGA_ID_, order())
-    credit = engine.handle_reply(tx, answer(reserve, GoodsReserved(unit_price=Decimal("37"))))
-    release = engine.handle_reply(tx, answer(credit, CustomerNotFound()))
-    engine.handle_reply(tx, answer(release, GoodsReleased(quantity=2)))
+    credit = applied(engine, tx, answer(reserve, GoodsReserved(unit_price=Decimal("37"))))
+    release = applied(engine, tx, answer(credit, CustomerNotFound()))
+    applied(engine, tx, answer(release, GoodsReleased(quantity=2)))
     assert order_states(tx)[-1] == ("REJECTED", "UNKNOWN_CUSTOMER")
 
 
@@ -144,9 +150,9 @@ def test_duplicate_reply_is_ignored(engine: SagaEngine, store: InMemorySagaStore
     tx = RecordingTx()
     reserve = engine.start(tx, SAGA_ID_, order())
     reply = answer(reserve, GoodsReserved(unit_price=Decimal("37")))
-    assert engine.handle_reply(tx, reply) is not None
+    assert applied(engine, tx, reply) is not None
     version = store.instances[SAGA_ID_].version
-    assert engine.handle_reply(tx, reply) is None
+    assert applied(engine, tx, reply) is None
     assert store.instances[SAGA_ID_].version == version
     assert store.events(SAGA_ID_)[-1] == ("REPLY_IGNORED", "GoodsReserved")
 
@@ -154,9 +160,9 @@ def test_duplicate_reply_is_ignored(engine: SagaEngine, store: InMemorySagaStore
 def test_stale_reply_to_an_older_command_is_ignored(engine: SagaEngine, store: InMemorySagaStore) -> None:
     tx = RecordingTx()
     reserve = engine.start(tx, SAGA_ID_, order())
-    credit = engine.handle_reply(tx, answer(reserve, GoodsReserved(unit_price=Decimal("37"))))
+    credit = applied(engine, tx, answer(reserve, GoodsReserved(unit_price=Decimal("37"))))
     # A late failure reply to the goods command must not start compensation now.
-    assert engine.handle_reply(tx, answer(reserve, GoodsStockLimit(available=0))) is None
+    assert applied(engine, tx, answer(reserve, GoodsStockLimit(available=0))) is None
     saga = store.instances[SAGA_ID_]
     assert not saga.compensating and saga.awaiting == credit["id"]
 
@@ -164,9 +170,9 @@ def test_stale_reply_to_an_older_command_is_ignored(engine: SagaEngine, store: I
 def test_reply_after_the_saga_finished_is_ignored(engine: SagaEngine, store: InMemorySagaStore) -> None:
     tx = RecordingTx()
     reserve = engine.start(tx, SAGA_ID_, order())
-    engine.handle_reply(tx, answer(reserve, GoodsNotFound()))
+    applied(engine, tx, answer(reserve, GoodsNotFound()))
     statements = len(tx.statements)
-    assert engine.handle_reply(tx, answer(reserve, GoodsReserved(unit_price=Decimal("37")))) is None
+    assert applied(engine, tx, answer(reserve, GoodsReserved(unit_price=Decimal("37")))) is None
     assert len(tx.statements) == statements
 
 
@@ -174,7 +180,7 @@ def test_reply_for_unknown_saga_is_refused(engine: SagaEngine) -> None:
     tx = RecordingTx()
     other = SagaEngine(create_order_saga, InMemorySagaStore()).start(tx, "elsewhere", order())
     with pytest.raises(UnknownSaga):
-        engine.handle_reply(tx, answer(other, GoodsNotFound()))
+        applied(engine, tx, answer(other, GoodsNotFound()))
 
 
 def test_reply_without_causation_is_invalid(engine: SagaEngine) -> None:
@@ -185,7 +191,7 @@ def test_reply_without_causation_is_invalid(engine: SagaEngine) -> None:
     from cloudevents.http import CloudEvent
 
     with pytest.raises(InvalidMessage):
-        engine.handle_reply(tx, CloudEvent(attributes, reply.get_data()))
+        applied(engine, tx, CloudEvent(attributes, reply.get_data()))
 
 
 def test_silent_goods_participant_times_out_releases_and_ignores_the_late_reply(
@@ -198,8 +204,8 @@ def test_silent_goods_participant_times_out_releases_and_ignores_the_late_reply(
     store.past_deadline.add(SAGA_ID_)
     release = engine.expire(tx, SAGA_ID_)
     assert release is not None and release["type"] == ReleaseGoods.TYPE, "the step may have acted: undo it"
-    assert engine.handle_reply(tx, answer(reserve, GoodsReserved(unit_price=Decimal("37")))) is None
-    assert engine.handle_reply(tx, answer(release, GoodsReleased(quantity=2))) is None
+    assert applied(engine, tx, answer(reserve, GoodsReserved(unit_price=Decimal("37")))) is None
+    assert applied(engine, tx, answer(release, GoodsReleased(quantity=2))) is None
     assert order_states(tx)[-1] == ("REJECTED", "TIMED_OUT")
     events = [event for event, _ in store.events(SAGA_ID_)]
     assert events.count("TIMED_OUT") == 1 and "REPLY_IGNORED" in events
@@ -211,24 +217,24 @@ def test_silent_credit_participant_times_out_releasing_credit_then_goods(
 ) -> None:
     tx = RecordingTx()
     reserve = engine.start(tx, SAGA_ID_, order())
-    credit = engine.handle_reply(tx, answer(reserve, GoodsReserved(unit_price=Decimal("37"))))
+    credit = applied(engine, tx, answer(reserve, GoodsReserved(unit_price=Decimal("37"))))
     store.past_deadline.add(SAGA_ID_)
     release_credit = engine.expire(tx, SAGA_ID_)
     store.past_deadline.clear()
     assert release_credit is not None and release_credit["type"] == ReleaseCredit.TYPE
     assert release_credit.get_data() == {"customer_id": "12223"}
-    assert engine.handle_reply(tx, answer(credit, CreditReserved(available_credit=Decimal("26")))) is None
-    release_goods = engine.handle_reply(tx, answer(release_credit, CreditReleased(amount=Decimal("74"))))
+    assert applied(engine, tx, answer(credit, CreditReserved(available_credit=Decimal("26")))) is None
+    release_goods = applied(engine, tx, answer(release_credit, CreditReleased(amount=Decimal("74"))))
     assert release_goods is not None and release_goods["type"] == ReleaseGoods.TYPE
-    assert engine.handle_reply(tx, answer(release_goods, GoodsReleased(quantity=2))) is None
+    assert applied(engine, tx, answer(release_goods, GoodsReleased(quantity=2))) is None
     assert order_states(tx) == [("PENDING", None), ("REJECTED", "TIMED_OUT")]
 
 
 def test_refused_credit_sends_no_release_credit(engine: SagaEngine, store: InMemorySagaStore) -> None:
     tx = RecordingTx()
     reserve = engine.start(tx, SAGA_ID_, order("111", 3))
-    credit = engine.handle_reply(tx, answer(reserve, GoodsReserved(unit_price=Decimal("37"))))
-    release = engine.handle_reply(tx, answer(credit, CustomerCreditLimitExceeded(available_credit=Decimal("100"))))
+    credit = applied(engine, tx, answer(reserve, GoodsReserved(unit_price=Decimal("37"))))
+    release = applied(engine, tx, answer(credit, CustomerCreditLimitExceeded(available_credit=Decimal("100"))))
     assert release is not None and release["type"] == ReleaseGoods.TYPE
 
 
@@ -237,7 +243,7 @@ def test_overdue_compensation_is_sent_again_and_either_answer_finishes_it(
 ) -> None:
     tx = RecordingTx()
     reserve = engine.start(tx, SAGA_ID_, order("70", 2))
-    first = engine.handle_reply(tx, answer(reserve, GoodsReserved(unit_price=Decimal("37"))))
+    first = applied(engine, tx, answer(reserve, GoodsReserved(unit_price=Decimal("37"))))
     assert first is not None and first["type"] == ReleaseGoods.TYPE
     store.past_deadline.add(SAGA_ID_)
     again = engine.expire(tx, SAGA_ID_)
@@ -246,16 +252,16 @@ def test_overdue_compensation_is_sent_again_and_either_answer_finishes_it(
     assert order_states(tx) == [("PENDING", None)], "a compensation is retried, never abandoned"
     assert store.events(SAGA_ID_)[-1] == ("COMPENSATION_SENT", "release_goods")
     store.past_deadline.clear()
-    assert engine.handle_reply(tx, answer(first, GoodsReleased(quantity=2))) is None
+    assert applied(engine, tx, answer(first, GoodsReleased(quantity=2))) is None
     assert order_states(tx)[-1] == ("REJECTED", "PRICE_MISMATCH"), "the reason is the original one"
-    assert engine.handle_reply(tx, answer(again, GoodsReleased(quantity=2))) is None, "the second answer: ignored"
+    assert applied(engine, tx, answer(again, GoodsReleased(quantity=2))) is None, "the second answer: ignored"
     assert store.events(SAGA_ID_)[-1] == ("REPLY_IGNORED", "GoodsReleased")
 
 
 def test_a_finished_saga_never_times_out(engine: SagaEngine, store: InMemorySagaStore) -> None:
     tx = RecordingTx()
     reserve = engine.start(tx, SAGA_ID_, order())
-    engine.handle_reply(tx, answer(reserve, GoodsNotFound()))
+    applied(engine, tx, answer(reserve, GoodsNotFound()))
     store.past_deadline.add(SAGA_ID_)
     assert engine.expire(tx, SAGA_ID_) is None
     assert order_states(tx)[-1] == ("REJECTED", "UNKNOWN_GOODS")

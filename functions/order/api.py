@@ -1,28 +1,34 @@
-"""Order functions (functions-framework targets): the order HTTP API, the saga step handler and
-the outbox sweep. Thin edges over functions.order.service and the saga engine."""
+"""order-api (functions-framework target `order_api`): POST /orders starts a CreateOrderSaga,
+GET /orders, /orders/{id} (?wait) and /orders/{id}/saga read them. Thin edges over
+functions.order.service."""
 
 from __future__ import annotations
 
-import logging
+import asyncio
+import functools
+import json
+import time
 from decimal import Decimal
 from typing import Annotated, Any
 
-import functions_framework
-from flask import Request
+from functions_framework import aio
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from starlette.requests import Request
+from starlette.responses import Response
 
-from functions.order import schema, service
+from functions.order import service
+from functions.order.create_order_saga import ORDER_ENDED
 from functions.platform.config import settings
-from functions.platform.database import engine
-from functions.platform.events import publish_after_commit, relay_for, sweep_target
+from functions.platform.database import database, postgres_url
+from functions.platform.events import publish_after_commit
 from functions.platform.ids import CUSTOMER_ID, MAX_INTEGER_ID, ORDER_ID
-from functions.platform.problems import BadRequest, NotFound, Unprocessable, json_api, json_response
+from functions.platform.notices import Notices
+from functions.platform.problems import BadRequest, NotFound, Unprocessable, json_api, json_body, json_response
 from functions.platform.routing import Router
 from functions.platform.security import Principal, authenticate, require_customer_access
 from saga.crashpoints import crash_point
-from saga.delivery import ResponseTuple, serve
 
-log = logging.getLogger(__name__)
+MAX_WAIT_SECONDS = 30
 
 
 class Money(BaseModel):
@@ -45,38 +51,43 @@ class OrderRequest(BaseModel):
 
 
 def _db():  # type: ignore[no-untyped-def]
-    return engine(settings().database_url)
+    return database(settings().database_url)
 
 
-def _place_order(request: Request) -> Any:
-    principal = authenticate(request)
-    body = OrderRequest.model_validate(request.get_json(force=True))
+@functools.cache
+def _endings() -> Notices:
+    return Notices(postgres_url(settings().database_url), ORDER_ENDED, lambda payload: json.loads(payload)["orderId"])
+
+
+async def _place_order(request: Request) -> Response:
+    principal = await authenticate(request)
+    # Decimal for JSON numbers: an amount is never a float, not even on its way in.
+    body = OrderRequest.model_validate(await json_body(request, parse_float=Decimal))
     require_customer_access(principal, body.customerId)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (1 <= len(key) <= 200 and key.isprintable()):
         raise BadRequest("Idempotency-Key must be 1-200 printable characters")
     try:
-        with _db().begin() as tx:
-            order_id, command = service.place_order(
-                tx, placed_by=principal.user_id, customer_id=body.customerId, goods_id=body.goodsId,
-                goods_total=body.goodsTotal, order_total=body.orderTotal.amount, idempotency_key=key,
-            )
+        order_id, command = await _db().run(lambda tx: service.place_order(
+            tx, placed_by=principal.user_id, customer_id=body.customerId, goods_id=body.goodsId,
+            goods_total=body.goodsTotal, order_total=body.orderTotal.amount, idempotency_key=key,
+        ))
     except service.IdempotencyKeyReused as exc:
         raise Unprocessable("this Idempotency-Key was used for a different order", field="Idempotency-Key") from exc
     if command is not None:
         # After the commit: a crash here leaves the command in the outbox for the sweep.
         crash_point("order-api.after-commit")
-        publish_after_commit(relay_for(_db(), schema.outbox), [command["id"]])
+        await publish_after_commit(service.outbox, [command])
         state = "PENDING"
     else:  # an Idempotency-Key replay: answer with the order as it is now
-        row = service.find_order(_db(), order_id)
+        row = await _find(order_id)
         state = row.state if row is not None else "PENDING"
     return json_response({"orderId": order_id, "state": state}, 202, {"Location": f"/orders/{order_id}"})
 
 
-def _list_orders(request: Request) -> Any:
-    principal = authenticate(request)
-    wanted = request.args.get("customerId")
+async def _list_orders(request: Request) -> Response:
+    principal = await authenticate(request)
+    wanted = request.query_params.get("customerId")
     if wanted is not None and not CUSTOMER_ID.fullmatch(wanted):
         raise Unprocessable("customerId must be 1-64 letters, digits, _ or -", field="customerId")
     if not principal.is_admin:
@@ -84,39 +95,53 @@ def _list_orders(request: Request) -> Any:
         if wanted is None:
             return json_response([])
     limit = _int_arg(request, "limit", default=100, low=1, high=1000)
-    with _db().connect() as tx:
-        return json_response(service.list_orders(tx, customer_id=wanted, limit=limit))
+    found = await _db().call(_db().autocommit, lambda tx: service.list_orders(tx, customer_id=wanted, limit=limit))
+    return json_response(found)
 
 
-def _owned_order(principal: Principal, order_id: str, wait: float = 0.0) -> Any:
+async def _find(order_id: str) -> Any | None:
+    return await _db().call(_db().autocommit, lambda tx: service.find_order(tx, order_id))
+
+
+async def _owned_order(principal: Principal, order_id: str) -> Any:
     if not ORDER_ID.fullmatch(order_id):  # order ids are UUIDs: anything else cannot exist
         raise NotFound(f"order {order_id} does not exist")
-    row = service.find_order(_db(), order_id, wait=wait)
+    row = await _find(order_id)
     if row is None:
         raise NotFound(f"order {order_id} does not exist")
     require_customer_access(principal, row.customer_id)
     return row
 
 
-def _get_order(request: Request, order_id: str) -> Any:
-    principal = authenticate(request)
-    wait = _int_arg(request, "wait", default=0, low=0, high=int(service.MAX_WAIT_SECONDS))
-    if wait:
-        _owned_order(principal, order_id)  # check access before holding the request
-    return json_response(service.order_view(_owned_order(principal, order_id, float(wait))))
+async def _get_order(request: Request, order_id: str) -> Response:
+    principal = await authenticate(request)
+    wait = _int_arg(request, "wait", default=0, low=0, high=MAX_WAIT_SECONDS)
+    if not wait or not ORDER_ID.fullmatch(order_id):
+        return json_response(service.order_view(await _owned_order(principal, order_id)))
+    # Until it ends or the time is up: read once, then sleep until the order's end is notified.
+    deadline = time.monotonic() + wait
+    with _endings().waiting(order_id) as ended:
+        row = await _owned_order(principal, order_id)
+        while row.state == "PENDING" and (left := deadline - time.monotonic()) > 0:
+            try:
+                await asyncio.wait_for(ended.wait(), timeout=left)
+            except TimeoutError:
+                break
+            ended.clear()
+            row = await _owned_order(principal, order_id)
+    return json_response(service.order_view(row))
 
 
-def _get_saga(request: Request, order_id: str) -> Any:
-    _owned_order(authenticate(request), order_id)
-    with _db().connect() as tx:
-        found = service.store.describe(tx, order_id)
+async def _get_saga(request: Request, order_id: str) -> Response:
+    await _owned_order(await authenticate(request), order_id)
+    found = await _db().call(_db().autocommit, lambda tx: service.store.describe(tx, order_id))
     if found is None:
         raise NotFound(f"no saga for order {order_id}")
     return json_response(found)
 
 
 def _int_arg(request: Request, name: str, *, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
+    raw = request.query_params.get(name)
     if raw is None:
         return default
     if not raw.isdigit() or not low <= int(raw) <= high:
@@ -134,29 +159,7 @@ _router = Router(
 )
 
 
-@functions_framework.http
+@aio.http
 @json_api
-def order_api(request: Request) -> Any:
-    return _router.dispatch(request)
-
-
-@functions_framework.http
-def order_saga_step(request: Request) -> ResponseTuple:
-    """One reply in, the saga advanced by one transition, its next command out as the HTTP reply.
-    The command is stored with the inbox row, so a redelivered reply re-sends the same command."""
-    return serve(request, engine=_db(), inbox=schema.inbox, consumer="order-saga",
-                 handle=service.saga_engine.handle_reply)
-
-
-outbox_relay = functions_framework.http(sweep_target(_db, schema.outbox))
-
-
-@functions_framework.http
-def saga_timeouts(request: Request) -> Any:
-    """PingSource target: time out sagas whose participant has not answered by the step deadline.
-    Answers 202 with no body (a body that is not a CloudEvent would count as a failed delivery)."""
-    queued = service.expire_overdue(_db())
-    if queued:
-        log.info("timed out or re-sent %d overdue saga step(s)", len(queued))
-        publish_after_commit(relay_for(_db(), schema.outbox), queued)
-    return "", 202
+async def order_api(request: Request) -> Response:
+    return await _router.dispatch(request)

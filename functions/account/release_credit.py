@@ -1,0 +1,25 @@
+"""account-release-credit (functions-framework target `account_release_credit`): the ReleaseCredit
+compensation handler."""
+
+from __future__ import annotations
+
+from functions_framework import aio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from functions.account import service
+from functions.account.messages import ReleaseCredit
+from functions.platform.config import settings
+from functions.platform.database import database
+from saga.delivery import serve
+from saga.inbox import Inbox
+from saga.participant import command_handler
+
+INBOX = Inbox("accounts.inbox")
+_release_credit = command_handler(ReleaseCredit, service.release_credit, source="/functions/account-release-credit")
+
+
+@aio.http
+async def account_release_credit(request: Request) -> Response:
+    return await serve(request, database=database(settings().database_url), inbox=INBOX,
+                       consumer="account-release-credit", handle=_release_credit)

@@ -1,0 +1,28 @@
+"""order-saga-timeouts (functions-framework target `saga_timeouts`): the PingSource sweep that times
+out sagas whose participant has not answered by the step deadline (and re-sends an overdue
+compensation). Answers 202 with no body: a body that is not a CloudEvent counts as a failed delivery."""
+
+from __future__ import annotations
+
+import logging
+
+from functions_framework import aio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from functions.order import service
+from functions.platform.config import settings
+from functions.platform.database import database
+from functions.platform.events import publish_after_commit
+
+log = logging.getLogger(__name__)
+
+
+@aio.http
+async def saga_timeouts(request: Request) -> Response:
+    db = database(settings().database_url)
+    queued = await db.call(service.expire_overdue, db)
+    if queued:
+        log.info("timed out or re-sent %d overdue saga step(s)", len(queued))
+        await publish_after_commit(service.outbox, queued)
+    return Response(status_code=202)

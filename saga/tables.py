@@ -1,0 +1,74 @@
+"""The framework's tables, declared once in SQLAlchemy Core for creating them (`saga db-init`, each
+service's schema module) and for the tools that read them (tests, the benchmark, the chaos checker).
+The functions themselves run plain SQL against them (`saga.transaction`)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+
+def inbox_table(metadata: sa.MetaData) -> sa.Table:
+    """Events a consumer handled, keyed by (consumer, source, id), with the reply it gave."""
+    return sa.Table(
+        "inbox",
+        metadata,
+        sa.Column("consumer", sa.Text, primary_key=True),
+        sa.Column("event_source", sa.Text, primary_key=True),
+        sa.Column("event_id", sa.Text, primary_key=True),
+        sa.Column("event_type", sa.Text, nullable=False),
+        sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        # The reply this handling produced (structured CloudEvent JSON), or NULL for none.
+        sa.Column("reply", JSONB, nullable=True),
+    )
+
+
+def outbox_table(metadata: sa.MetaData) -> sa.Table:
+    """Events committed with the change that caused them, until the broker acknowledged them."""
+    return sa.Table(
+        "outbox",
+        metadata,
+        sa.Column("event_id", sa.Text, primary_key=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column("event", JSONB, nullable=False),
+    )
+
+
+def saga_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    """Saga instances and their append-only history."""
+    instances = sa.Table(
+        "saga_instances",
+        metadata,
+        sa.Column("saga_id", sa.Text, primary_key=True),
+        sa.Column("saga_type", sa.Text, nullable=False),
+        sa.Column("step", sa.Integer, nullable=False),
+        sa.Column("compensating", sa.Boolean, nullable=False),
+        sa.Column("finished", sa.Boolean, nullable=False),
+        sa.Column("data", JSONB, nullable=False),
+        sa.Column("awaiting", sa.Text, nullable=True),
+        sa.Column("version", sa.Integer, nullable=False),
+        # When the awaited reply is overdue (NULL: nothing awaited); read by the stuck-saga sweep.
+        sa.Column("deadline", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    )
+    # Unfinished sagas, for the stuck-saga sweep and the invariants checker.
+    sa.Index(f"{instances.name}_deadlines", instances.c.deadline, postgresql_where=~instances.c.finished)
+    history = sa.Table(
+        "saga_history",
+        metadata,
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("saga_id", sa.Text, nullable=False, index=True),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.clock_timestamp()),
+        sa.Column("step", sa.Integer, nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("event", sa.Text, nullable=False),
+        sa.Column("detail", JSONB, nullable=False),
+    )
+    return instances, history
+
+
+def upgrade_saga_tables(conn: sa.Connection, instances: sa.Table) -> None:
+    """Columns added since a table was first created (create_all adds only missing tables)."""
+    conn.execute(sa.text(f'ALTER TABLE "{instances.schema}"."{instances.name}" '
+                         "ADD COLUMN IF NOT EXISTS deadline timestamptz"))
