@@ -1,5 +1,6 @@
 # One image for every function: Knative Services pick the function with FUNCTION_SOURCE and
-# FUNCTION_TARGET (knative/*.yaml) and set PORT. Also carries the `saga` CLI (the db-init and replay Jobs).
+# FUNCTION_TARGET (knative/*.yaml) and set PORT; functions-framework loads it into its ASGI app and
+# uvicorn serves it in the container's one process (functions/platform/serve.py). Also carries the `saga` CLI (the db-init and replay Jobs).
 # Built by `make images`; the base image is pinned to an exact Python release, every package by the
 # hashes in requirements/image.lock (`make lock`).
 
@@ -29,4 +30,4 @@ COPY functions ./functions
 RUN python -m compileall -q /app/functions /opt/venv/lib
 USER 10001
 EXPOSE 8080
-CMD ["sh", "-c", "exec functions-framework --source \"$FUNCTION_SOURCE\" --target \"$FUNCTION_TARGET\" --host 0.0.0.0 --port \"$PORT\""]
+CMD ["sh", "-c", "exec python -m functions.platform.serve --source \"$FUNCTION_SOURCE\" --target \"$FUNCTION_TARGET\" --host 0.0.0.0 --port \"$PORT\""]

@@ -111,15 +111,14 @@ class Bench:
         return found
 
     def profiled(self) -> dict[str, int]:
-        """The Python processes on a saga's path: each busy function's gunicorn worker, the dispatcher,
-        the gateway (this process)."""
+        """The Python processes on a saga's path: each busy function's process, the dispatcher, the
+        gateway (this process)."""
         assert self.stack.gateway is not None
         found = {"gateway": os.getpid()}
         for name in ("order-api", "order-saga", "goods-reserve", "account-reserve-credit"):
             process = self.stack.gateway.functions[name].process
-            workers = measure.children(process.pid) if process is not None else []
-            if workers:
-                found[name] = workers[0]
+            if process is not None:
+                found[name] = process.pid
         if self.stack.dispatcher_pid is not None:
             found["dispatcher"] = self.stack.dispatcher_pid
         return found

@@ -103,7 +103,7 @@ _STARTUP = """
 import time
 began = time.time()
 import json, sys
-import functions_framework, functions_framework.aio, gunicorn.app.base, uvicorn_worker, uvloop, httptools
+import functions_framework, functions_framework.aio, uvicorn, uvloop, httptools
 framework = time.time()
 import importlib; importlib.import_module(sys.argv[1])
 imported = time.time()
@@ -118,8 +118,8 @@ print(json.dumps({"interpreter": began - float(sys.argv[3]), "framework imports"
 
 def import_times(source: str, database_url: str, runs: int = 3) -> dict[str, float]:
     """Where a start's time goes, in milliseconds, best of `runs` fresh interpreters: spawning the
-    interpreter until it runs the first line, the runtime's imports (functions-framework in ASGI mode:
-    Starlette, gunicorn, the uvicorn worker), the function module's, and its first database
+    interpreter until it runs the first line, the runtime's imports (functions-framework's ASGI app:
+    Starlette; uvicorn, uvloop, httptools), the function module's, and its first database
     connection (what its first request pays besides)."""
     module = source.removesuffix(".py").replace("/", ".")
     best: dict[str, float] = {}

@@ -13,7 +13,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from confluent_kafka import Consumer, TopicPartition
 
-from localstack import sockets
+from bench import sockets
 
 TICKS = os.sysconf("SC_CLK_TCK")
 PROC = Path("/proc")

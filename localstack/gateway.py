@@ -4,11 +4,12 @@ CloudEvents in, Kafka records out through an idempotent producer), and the PingS
 
 Each Service's port is one listening socket, bound here once. While the function is scaled to zero
 the activator accepts on it; on the first request it stops accepting and starts the function with
-that socket as its listener (systemd socket activation, which gunicorn, functions-framework's server,
-understands), forwards the requests it holds, and is off the path from then on: every later
-connection is accepted by the function itself, as Knative routes to a revision's pods once it has
-capacity (`target-burst-capacity: "0"`). The activator watches the connections' traffic (the
-kernel's tcp_info) to scale an idle function to zero and take the socket back.
+that socket as its listener (systemd socket activation, which the function runtime understands:
+functions/platform/serve.py), forwards the requests it holds, and is off the path from then on:
+every later connection is accepted by the function itself, as Knative routes to a revision's pods
+once it has capacity (`target-burst-capacity: "0"`). The function counts the requests it serves in a shared
+file (functions/platform/activity.py, as queue-proxy counts them for Knative's autoscaler); one with
+none in flight and none started for `idle_seconds` is scaled to zero and its socket taken back.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import aiohttp
 from aiohttp import web
 from confluent_kafka import KafkaError, KafkaException
 
-from localstack import sockets
+from functions.platform.activity import ENV as ACTIVITY_ENV
+from functions.platform.activity import Counts
 from localstack.process import Child, start_child
 from localstack.producer import AsyncProducer
 from saga.eventing.binding import InvalidEvent, RawEvent, from_http
@@ -64,6 +66,8 @@ class Function:
     listener: socket.socket | None = None  # the Service's port, bound once
     site: web.SockSite | None = None  # the activator accepting on it; None while the function does
     active_at: float = field(default_factory=time.monotonic)  # when it was last seen busy
+    counts: Counts | None = None  # the requests the running process started and finished
+    seen_started: int = 0
 
     @property
     def running(self) -> bool:
@@ -195,10 +199,15 @@ class Gateway:
             await self._hand_over(function)
             assert function.listener is not None
             inherited = function.listener.fileno()
+            counts_file = function.log_file.with_suffix(".activity")
+            function.counts = Counts(counts_file)
+            function.counts.write(0, 0)
+            function.seen_started = 0
             spawned = time.monotonic()
             function.process = start_child(
                 function.name, ["bash", "-c", _HAND_OVER, function.name, *function.argv], function.log_file,
-                env={**function.env, "SAGA_LISTEN_FD": str(inherited)}, cwd=function.cwd, pass_fds=(inherited,),
+                env={**function.env, "SAGA_LISTEN_FD": str(inherited), ACTIVITY_ENV: str(counts_file)},
+                cwd=function.cwd, pass_fds=(inherited,),
             )
             try:
                 await self._ready(function, spawned + START_TIMEOUT)
@@ -291,27 +300,18 @@ class Gateway:
         return proxy
 
     async def _reap_idle(self) -> None:
-        """Scale to zero what had no traffic for `idle_seconds`: no connection to it carried data since,
-        none waits for an answer (as Knative's autoscaler, which counts requests in flight)."""
+        """Scale to zero what had no request for `idle_seconds` and has none in flight (as Knative's
+        autoscaler does with the concurrency queue-proxy reports)."""
         while True:
             await asyncio.sleep(1.0)
-            running = [f for f in self.functions.values() if f.running and f.site is None]
-            if not running:
-                continue
-            found = await asyncio.get_running_loop().run_in_executor(
-                None, sockets.established, sockets.on_ports([f.port for f in running]))
-            if found is None:
-                log.warning("iproute2's ss is missing: functions are not scaled to zero")
-                return
             now = time.monotonic()
-            for function in running:
-                mine = [c for c in found if c.local_port == function.port]
-                if function.inflight or any(c.answering for c in mine):
-                    function.active_at = now
-                elif mine:
-                    last = min(c.counters.get("lastrcv", 0) for c in mine) / 1000
-                    function.active_at = max(function.active_at, now - last)
-                if now - function.active_at > self.idle_seconds:
+            for function in self.functions.values():
+                if not function.running or function.site is not None or function.counts is None:
+                    continue
+                started, finished = function.counts.read()
+                if function.inflight or started != finished or started != function.seen_started:
+                    function.active_at, function.seen_started = now, started
+                elif now - function.active_at > self.idle_seconds:
                     log.info("scaling %s to zero after %.0f s idle", function.name, self.idle_seconds)
                     async with function.lock:
                         await self._stop_process(function, quick=False)
@@ -345,9 +345,10 @@ class Gateway:
         self.loop.call_soon_threadsafe(lambda: setattr(function, "inflight", function.inflight - 1))
 
     def busy(self, name: str) -> bool:
-        """Whether the function has a request it has not answered yet (the kernel's tcp_info)."""
-        found = sockets.established(sockets.on_ports([self.functions[name].port])) or []
-        return self.functions[name].inflight > 0 or any(c.answering for c in found)
+        """Whether the function has a request it has not answered yet."""
+        function = self.functions[name]
+        started, finished = function.counts.read() if function.counts is not None else (0, 0)
+        return function.inflight > 0 or started != finished
 
     # --- broker ingress ---
     async def _ingress(self, request: web.Request) -> web.Response:

@@ -157,7 +157,8 @@ class Stack:
             env["K_SINK"] = self.ingress_url
         source = service.env_value("FUNCTION_SOURCE") or ""
         target = service.env_value("FUNCTION_TARGET") or ""
-        argv = [str(Path(sys.executable).with_name("functions-framework")), "--source", source, "--target", target,
+        # The image's command (Dockerfile): functions-framework's ASGI app served by uvicorn.
+        argv = [sys.executable, "-m", "functions.platform.serve", "--source", source, "--target", target,
                 "--host", "127.0.0.1", "--port", str(port)]
         return Function(
             name=service.name, port=port, argv=argv, env=env,

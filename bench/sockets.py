@@ -1,12 +1,10 @@
 """What the kernel knows of TCP connections (iproute2's `ss`, which reads every socket's tcp_info):
-when each one last carried data, and how many data segments it carried. The activator reads it to
-see whether a function it is no longer in front of is busy or idle; the benchmark, to count round
-trips to PostgreSQL and requests to Kafka on the servers' side."""
+how many data segments each one carried, when it last carried data. The benchmark counts round
+trips to PostgreSQL and requests to Kafka with it, on the servers' side."""
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 
@@ -24,15 +22,6 @@ class Connection:
     @property
     def local_port(self) -> int:
         return int(self.local.rsplit(":", 1)[1])
-
-    @property
-    def answering(self) -> bool:
-        """Data came in after the last data went out: a request the server has not answered yet."""
-        return self.counters.get("lastrcv", 0) < self.counters.get("lastsnd", 0)
-
-
-def available() -> bool:
-    return shutil.which("ss") is not None
 
 
 def established(expression: str, *, processes: bool = False) -> list[Connection] | None:
