@@ -117,7 +117,7 @@ class Gateway:
 
     @staticmethod
     def _new_session() -> aiohttp.ClientSession:
-        # gunicorn closes a keep-alive connection idle for 2 s: reusing one it is closing was a
+        # A function closes a keep-alive connection idle for 2 s: reusing one it is closing was a
         # "connection reset" (a 503) under load, so this side lets them go after 1 s.
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=1.0)
         return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60))
@@ -318,7 +318,7 @@ class Gateway:
 
     def scale_to_zero(self, name: str) -> None:
         """Stop one idle function now; its next request starts it again (cold-start measurements).
-        Killed with its worker at once: gunicorn's own shutdown takes a second, and nothing is in flight."""
+        Killed at once: nothing is in flight, and a graceful shutdown would only add to each trial."""
         async def now(function: Function) -> None:
             async with function.lock:
                 await self._stop_process(function, quick=True)

@@ -12,14 +12,12 @@ import json
 import logging
 
 import psycopg
-from cloudevents.conversion import to_binary
-from cloudevents.exceptions import GenericException as CloudEventError
-from cloudevents.http import from_http
 from starlette.requests import Request
 from starlette.responses import Response
 
 from saga.crashpoints import crash_point
 from saga.errors import SagaError
+from saga.eventing.binding import InvalidEvent, cloud_event, from_http, raw_event
 from saga.inbox import Handler, Inbox, handle_once
 from saga.transaction import Database
 
@@ -37,8 +35,9 @@ async def serve(request: Request, *, database: Database, inbox: Inbox, consumer:
     if len(body) > MAX_EVENT_BYTES:
         return problem(413, "Event too large", f"an event is at most {MAX_EVENT_BYTES} bytes (the broker's limit)")
     try:
-        event = from_http(dict(request.headers), body)
-    except CloudEventError as exc:
+        # The bindings' own reader and writer: the SDK's cost a fifth of a participant's CPU.
+        event = cloud_event(from_http(request.headers, body))
+    except InvalidEvent as exc:
         return problem(400, "Not a CloudEvent", str(exc))
     try:
         reply = await database.run(lambda tx: handle_once(tx, inbox, consumer, event, handle))
@@ -58,8 +57,8 @@ async def serve(request: Request, *, database: Database, inbox: Inbox, consumer:
     crash_point(f"{consumer}.after-commit")  # committed, but the dispatcher never hears back
     if reply is None:
         return Response(status_code=202)
-    headers, data = to_binary(reply)
-    return Response(data, status_code=200, headers=dict(headers))
+    headers, data = raw_event(reply).http()
+    return Response(data, status_code=200, headers=headers)
 
 
 def problem(status: int, title: str, detail: str) -> Response:

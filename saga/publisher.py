@@ -6,8 +6,9 @@ import logging
 from collections.abc import Sequence
 
 import aiohttp
-from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
+
+from saga.eventing.binding import raw_event
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,9 @@ class HttpPublisher:
         take (the rest would wait out the same timeout one by one, found by `make chaos`)."""
         sent = []
         for event in events:
-            headers, body = to_binary(event)
+            headers, body = raw_event(event).http()
             try:
-                async with self._client().post(self.sink_url, headers=dict(headers), data=body) as answer:
+                async with self._client().post(self.sink_url, headers=headers, data=body) as answer:
                     await answer.read()
                     if answer.status >= 300:
                         log.warning("outbox: broker answered %s, event %s stays queued", answer.status, event["id"])

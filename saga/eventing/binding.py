@@ -23,6 +23,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, unquote
 
+from cloudevents.http import CloudEvent
+
 SPEC_VERSION = "1.0"
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
@@ -85,6 +87,33 @@ class RawEvent:
             else:
                 headers[f"ce-{name}"] = value if _PLAIN.fullmatch(value) else quote(value, safe=_SAFE)
         return headers, self.data or b""
+
+
+def cloud_event(raw: RawEvent) -> CloudEvent:
+    """The SDK's event, with JSON data decoded (data that is not JSON stays as it came, for the
+    handler to refuse), as the SDK's own reader would give it, at a fraction of its cost."""
+    data: Any = None
+    if raw.data:
+        try:
+            data = json.loads(raw.data)
+        except (ValueError, UnicodeDecodeError):
+            data = raw.data
+    return CloudEvent(dict(raw.attributes), data)
+
+
+def raw_event(event: CloudEvent) -> RawEvent:
+    """An SDK event as the bindings carry it: attributes as canonical strings, data as JSON bytes
+    (or the bytes it holds)."""
+    attributes = {
+        # The SDK's Kafka reader gives `partitionkey` as the record key's bytes.
+        name: canonical(name, value.decode() if isinstance(value, bytes) else value)
+        for name, value in event.get_attributes().items() if value is not None
+    }
+    data = event.get_data()
+    if data is None or isinstance(data, bytes):
+        return RawEvent(attributes, data)
+    attributes.setdefault("datacontenttype", "application/json")  # the bindings need a content type
+    return RawEvent(attributes, json.dumps(data, separators=(",", ":")).encode())
 
 
 def header_name(attribute: str) -> str:

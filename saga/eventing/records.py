@@ -4,13 +4,11 @@ and a header, data in the value. For the tools that build or read whole events: 
 
 from __future__ import annotations
 
-import json
-
 from cloudevents.http import CloudEvent
 from cloudevents.kafka import KafkaMessage, from_binary
 from confluent_kafka import Message
 
-from saga.eventing.binding import RawEvent, Record, canonical
+from saga.eventing.binding import Record, raw_event
 
 __all__ = ["Record", "event_of", "header_matches", "kafka_record"]
 
@@ -21,18 +19,7 @@ def _bytes(value: str | bytes | None) -> bytes | None:
 
 def kafka_record(event: CloudEvent, topic: str) -> Record:
     """The event in Kafka's binary mode (record key = its `partitionkey`, kept as a header too)."""
-    attributes = {
-        # The SDK's Kafka reader gives `partitionkey` as the record key's bytes.
-        name: canonical(name, value.decode() if isinstance(value, bytes) else value)
-        for name, value in event.get_attributes().items() if value is not None
-    }
-    data = event.get_data()
-    if data is None or isinstance(data, bytes):
-        raw = data
-    else:  # the Kafka binding needs a content type for the data
-        attributes.setdefault("datacontenttype", "application/json")
-        raw = json.dumps(data).encode()
-    return RawEvent(attributes, raw).record(topic)
+    return raw_event(event).record(topic)
 
 
 def event_of(message: Message) -> CloudEvent | None:

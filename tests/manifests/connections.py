@@ -52,7 +52,7 @@ def database_clients(docs: Iterable[Mapping[str, Any]]) -> list[tuple[str, int |
 def connection_rules(docs: Iterable[Mapping[str, Any]], per_process: Callable[[Mapping[str, str]], int]) -> list[str]:
     """PostgreSQL's max_connections covers the worst case: every client at its most pods, every process's
     pool full (`per_process(env)`: pool_size + max_overflow under that container's env), plus the
-    reserved connections. WORKERS is functions-framework's gunicorn process count (default 1)."""
+    reserved connections. WORKERS is how many serving processes a container runs (default 1)."""
     docs = list(docs)
     settings = postgres_settings(docs)
     worst = sum(int(settings.get(name, default)) for name, default in _RESERVED_DEFAULTS.items())
