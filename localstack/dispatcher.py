@@ -28,17 +28,17 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Coroutine
 from pathlib import Path
 
 import aiohttp
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from localstack.bookkeeping import KAFKA_CALL_HUNG, WATCHDOG_EXIT_CODE, KafkaCallWatch, PartitionProgress, is_fatal
+from localstack.deliveries import Deliverer, Outcome
 from localstack.producer import AsyncProducer
-from saga.eventing.binding import InvalidEvent, RawEvent, from_http, from_record, header_name
-from saga.eventing.dispatch import ERROR_DATA_LIMIT, RETRYABLE, backoff, matches
+from saga.eventing.binding import InvalidEvent, RawEvent, from_record, header_name
+from saga.eventing.dispatch import ERROR_DATA_LIMIT, matches
 from saga.eventing.topology import Topology, Trigger
 
 log = logging.getLogger("dispatcher")
@@ -46,104 +46,7 @@ log = logging.getLogger("dispatcher")
 MAX_IN_FLIGHT = 50  # records polled and not yet done, per Trigger: Knative's max.poll.records
 COMMIT_INTERVAL = 5.0  # seconds between offset commits: Knative's auto.commit.interval.ms
 POLL_SECONDS = 0.5  # a poll returns as soon as a record arrives; Knative's unordered poll timeout
-KAFKA_CALL_TIMEOUT = 30.0  # seconds a blocking Kafka call (a synchronous commit, close) should take
-KAFKA_CALL_HUNG = 2 * KAFKA_CALL_TIMEOUT  # a call blocked this long ignored its timeout: the process ends
-WATCHDOG_EXIT_CODE = 75
-
-
-def is_fatal(error: KafkaError) -> bool:
-    """A fatal client error. One that comes as a message carries the code _FATAL without the fatal
-    flag (seen in CI: a fenced static consumer, logged as a warning, went silent for good)."""
-    return bool(error.fatal() or error.code() == KafkaError._FATAL)
-
-
-class KafkaCallWatch:
-    """The blocking Kafka call a thread is in, for the watchdog: librdkafka can block past the
-    timeout it was given (seen after broker restarts); the process then ends and is restarted, as
-    Kubernetes restarts a pod whose liveness probe fails."""
-
-    def __init__(self) -> None:
-        self.call: tuple[str, float] | None = None  # the call under way, since when
-
-    @contextmanager
-    def blocking(self, call: str) -> Iterator[None]:
-        self.call = (call, time.monotonic())
-        try:
-            yield
-        finally:
-            self.call = None
-
-    def hung(self) -> str | None:
-        """The call blocked past any timeout it was given, if any."""
-        current = self.call
-        if current is not None and time.monotonic() - current[1] > KAFKA_CALL_HUNG:
-            return current[0]
-        return None
-
-
-class PartitionProgress:
-    """Which of a partition's records are done; the commit point is the first one not done (Knative's
-    OffsetTracker), so nothing still in flight is ever committed past."""
-
-    def __init__(self) -> None:
-        self.pending: set[int] = set()
-        self.end: int | None = None  # the offset after the last record taken
-        self.committed = -1
-
-    def take(self, offset: int, *, deliver: bool) -> None:
-        if deliver:
-            self.pending.add(offset)
-        self.end = offset + 1
-
-    def done(self, offset: int) -> None:
-        self.pending.discard(offset)
-
-    def commit_point(self) -> int | None:
-        return min(self.pending) if self.pending else self.end
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: int  # the last HTTP status; 0 when the subscriber could not be reached
-    answer: bytes = b""
-    reply: RawEvent | None = None
-    failed: bool = False  # the retries are spent, or the answer can never be delivered: a dead letter
-
-
-class Deliverer:
-    """Knative's delivery rules (`saga.eventing.dispatch`) over aiohttp, for events as bytes."""
-
-    def __init__(self, trigger: Trigger, session: aiohttp.ClientSession) -> None:
-        self.trigger = trigger
-        self.session = session
-        self.timeout = aiohttp.ClientTimeout(total=trigger.delivery.timeout)
-
-    async def deliver(self, event: RawEvent) -> Outcome:
-        trigger = self.trigger
-        headers, body = event.http()
-        headers["Prefer"] = "reply"
-        code, answer = 0, b""
-        for attempt in range(trigger.delivery.retry + 1):
-            if attempt:
-                await asyncio.sleep(backoff(trigger, attempt))
-            try:
-                async with self.session.post(trigger.url, data=body, headers=headers, timeout=self.timeout) as response:
-                    code, answer = response.status, await response.read()
-                    answered = response.headers
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                code, answer = 0, str(exc).encode()
-                continue
-            if 200 <= code < 300:
-                if not answer:
-                    return Outcome(code)
-                try:
-                    return Outcome(code, reply=from_http(answered, answer))
-                except InvalidEvent:
-                    break  # a 2xx body that is not a CloudEvent is a failed delivery, not retried
-            if code < 500 and code not in RETRYABLE:
-                break
-        log.error("%s: event %s (%s) failed with status %s", trigger.name, event["id"], event["type"], code)
-        return Outcome(code, answer, failed=True)
+DRAIN_SECONDS = 10.0  # how long a stopping dispatcher lets its deliveries under way end
 
 
 class TriggerDispatcher(threading.Thread):
@@ -164,7 +67,8 @@ class TriggerDispatcher(threading.Thread):
         self.lock = threading.Lock()  # guards what both threads touch: progress, in_flight, generation
         self.progress: dict[int, PartitionProgress] = {}
         self.in_flight = 0
-        self.room = threading.Event()  # set when a delivery ends: a paused consumer may resume
+        self.room = threading.Event()  # set when a delivery ends: a consumer at a full window may poll
+        self.draining = False  # shutting down: take no more records
         self.generation = 0  # a new consumer starts a new generation; older deliveries no longer count
         self.committed_at = 0.0
         self.watch = KafkaCallWatch()
@@ -195,6 +99,10 @@ class TriggerDispatcher(threading.Thread):
             # waiting for the killed one's session to expire (and the group rebalancing).
             "group.instance.id": f"{trigger.group}-dispatcher",
             "session.timeout.ms": 10000,
+            # While its window is full the consumer does not poll: long enough for a window of
+            # deliveries at their worst (7 attempts of 30 s, backoff, 120 s to write a reply, 120 s
+            # to dead-letter it), so a slow subscriber never costs the Trigger its group membership.
+            "max.poll.interval.ms": 600_000,
             "on_commit": self._on_commit,
             "log_level": 3,
         })
@@ -205,11 +113,11 @@ class TriggerDispatcher(threading.Thread):
         try:
             while not self.stop.is_set():
                 self._commit(consumer)
-                if self.in_flight >= MAX_IN_FLIGHT:
+                if self.in_flight >= MAX_IN_FLIGHT or self.draining:
                     # As Knative's: no poll while the window is full (librdkafka keeps fetching ahead
                     # and heartbeating on its own threads). Pausing the partitions instead stalled
                     # them for a second or more at each resume (closed loop at 64 clients: half the
-                    # throughput). A delivery ends within its retries, well inside max.poll.interval.ms.
+                    # throughput).
                     self.room.wait(POLL_SECONDS)
                     self.room.clear()
                     continue
@@ -325,9 +233,12 @@ class TriggerDispatcher(threading.Thread):
     async def _handle(self, generation: int, message: Message) -> None:
         try:
             await self._dispatch(message)
-        except Exception:
+        except Exception as exc:
+            # Not an outcome Knative's rules name: parked with the error, as a failed delivery is,
+            # never just logged (its offset is committed like any other done record).
             log.exception("%s: offset %s of partition %s could not be dispatched",
                           self.trigger.name, message.offset(), message.partition())
+            await self._park_undispatchable(message, exc)
         finally:
             with self.lock:
                 self.in_flight -= 1
@@ -357,6 +268,14 @@ class TriggerDispatcher(threading.Thread):
                 outcome = Outcome(outcome.status, str(exc).encode(), failed=True)
         if outcome.failed:
             await self._dead_letter(delivered, outcome)
+
+    async def _park_undispatchable(self, message: Message, error: Exception) -> None:
+        try:
+            event = from_record(message.headers() or [], message.value())  # type: ignore[arg-type]
+        except Exception:
+            log.error("%s: offset %s is dropped: it cannot be read", self.trigger.name, message.offset())
+            return
+        await self._dead_letter(event, Outcome(0, f"dispatcher error: {error!r}".encode(), failed=True))
 
     async def _dead_letter(self, event: RawEvent, outcome: Outcome) -> None:
         topic = self.trigger.delivery.dead_letter_topic
@@ -400,6 +319,13 @@ async def serve(topology: Topology, stopping: asyncio.Event, ready_file: Path | 
                                  dispatcher.trigger.name, call, KAFKA_CALL_HUNG)
                     os._exit(WATCHDOG_EXIT_CODE)  # the hung thread cannot be stopped; the process can
     finally:
+        # Stop taking records, let the deliveries under way end (bounded), then commit what is done
+        # and close: a delivery cut short would be both dead-lettered and, uncommitted, delivered again.
+        for dispatcher in dispatchers:
+            dispatcher.draining = True
+        under_way = [task for dispatcher in dispatchers for task in dispatcher.tasks]
+        if under_way:
+            await asyncio.wait(under_way, timeout=DRAIN_SECONDS)
         stop.set()
         for dispatcher in dispatchers:
             await loop.run_in_executor(None, dispatcher.join, 10)

@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,7 +89,7 @@ class Gateway:
         self._thread = threading.Thread(target=self.loop.run_forever, name="gateway", daemon=True)
         self._runners: list[web.AppRunner] = []
         self._activators: dict[str, web.AppRunner] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None  # PingSources
         self._sessions: dict[str, aiohttp.ClientSession] = {}  # per function: dropped with its process
 
@@ -147,12 +147,17 @@ class Gateway:
         if self.keep_warm:
             await asyncio.gather(*(self._ensure_running(f) for f in self.functions.values()))
         else:
-            self._tasks.append(asyncio.create_task(self._reap_idle()))
+            self._spawn(self._reap_idle())
         for name, interval, sink, data, content_type in pings:
-            self._tasks.append(asyncio.create_task(self._ping(name, interval, sink, data, content_type)))
+            self._spawn(self._ping(name, interval, sink, data, content_type))
+
+    def _spawn(self, work: Coroutine[None, None, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _stop(self) -> None:
-        for task in self._tasks:
+        for task in list(self._tasks):
             task.cancel()
         for function in self.functions.values():
             await self._hand_over(function)
@@ -197,6 +202,7 @@ class Gateway:
             if function.running:
                 return False
             await self._hand_over(function)
+            function.active_at = time.monotonic()  # starting counts as busy: never reaped mid-start
             assert function.listener is not None
             inherited = function.listener.fileno()
             counts_file = function.log_file.with_suffix(".activity")
@@ -244,7 +250,7 @@ class Gateway:
         def ended() -> None:
             loop.remove_reader(exited)
             os.close(exited)
-            self._tasks.append(asyncio.create_task(self._after_exit(function, process)))
+            self._spawn(self._after_exit(function, process))
 
         loop.add_reader(exited, ended)
 
@@ -312,9 +318,20 @@ class Gateway:
                 if function.inflight or started != finished or started != function.seen_started:
                     function.active_at, function.seen_started = now, started
                 elif now - function.active_at > self.idle_seconds:
-                    log.info("scaling %s to zero after %.0f s idle", function.name, self.idle_seconds)
-                    async with function.lock:
-                        await self._stop_process(function, quick=False)
+                    await self._reap(function)
+
+    async def _reap(self, function: Function) -> None:
+        async with function.lock:
+            # Looked at again under the lock: a request may have started it meanwhile.
+            started, finished = function.counts.read() if function.counts is not None else (0, 0)
+            if (not function.running or function.inflight or started != finished
+                    or started != function.seen_started or time.monotonic() - function.active_at <= self.idle_seconds):
+                return
+            log.info("scaling %s to zero after %.0f s idle", function.name, self.idle_seconds)
+            try:
+                await self._stop_process(function, quick=False)
+            except Exception:  # the reaper goes on for the other functions
+                log.exception("%s: stopping it failed", function.name)
 
     def scale_to_zero(self, name: str) -> None:
         """Stop one idle function now; its next request starts it again (cold-start measurements).

@@ -9,12 +9,15 @@ Producer: librdkafka batches and retries in its threads, one thread here serves 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from saga.eventing.binding import Record
+
+log = logging.getLogger(__name__)
 
 # How long librdkafka keeps retrying a record before reporting it failed: the Java client's default
 # `delivery.timeout.ms`, which Knative's receiver and dispatcher run with. A broker restart in the
@@ -24,12 +27,13 @@ DELIVERY_TIMEOUT_MS = 120_000
 
 class AsyncProducer:
     def __init__(self, bootstrap: str, **config: Any) -> None:
-        self._producer = Producer({
+        self._config = {
             "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 1,
             "message.timeout.ms": DELIVERY_TIMEOUT_MS,
             "log_level": 2,  # failures reach the sender through its delivery report
             **config,
-        })
+        }
+        self._producer = Producer(self._config)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve_reports, name="producer-reports", daemon=True)
         self._thread.start()
@@ -47,11 +51,24 @@ class AsyncProducer:
         def on_delivery(error: KafkaError | None, _message: object) -> None:  # on the reports thread
             loop.call_soon_threadsafe(settle, error)
 
-        self._producer.produce(record.topic, value=record.value, key=record.key,
-                               headers=list(record.headers.items()), on_delivery=on_delivery)
+        try:
+            self._producer.produce(record.topic, value=record.value, key=record.key,
+                                   headers=list(record.headers.items()), on_delivery=on_delivery)
+        except KafkaException as exc:
+            self._renew_if_fatal(exc.args[0])
+            raise
         error = await acknowledged
         if error is not None:
+            self._renew_if_fatal(error)
             raise KafkaException(error)
+
+    def _renew_if_fatal(self, error: KafkaError) -> None:
+        """An idempotent producer with a fatal error (its sequence lost, say, after a broker's data
+        was) refuses every later record: the next ones go through a new one."""
+        if error.fatal():
+            log.error("the producer failed for good (%s); starting a new one", error)
+            failed, self._producer = self._producer, Producer(self._config)
+            failed.purge()
 
     def _serve_reports(self) -> None:
         while not self._stop.is_set():

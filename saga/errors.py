@@ -27,13 +27,6 @@ class UnknownSaga(SagaError, LookupError):
     status = 422
 
 
-class ConcurrentUpdate(SagaError):
-    """Another transaction advanced the same saga first; delivering again resolves it."""
-
-    retryable = True
-    status = 503
-
-
 class TransientFailure(SagaError):
     """An infrastructure fault (database restarting, broker unreachable): retry later."""
 

@@ -16,7 +16,7 @@ from functions.platform.database import database
 from functions.platform.events import publish_after_commit
 from functions.platform.problems import TooManyRequests, Unauthorized, json_api, json_body, json_response
 from functions.platform.routing import Router
-from saga.transaction import Tx
+from saga.transaction import Database, Tx
 
 
 class Credentials(BaseModel):
@@ -37,7 +37,7 @@ class RefreshRequest(BaseModel):
     refresh_token: Annotated[str, Field(min_length=1, max_length=8192)]
 
 
-def _db():  # type: ignore[no-untyped-def]
+def _db() -> Database:
     return database(settings().database_url)
 
 

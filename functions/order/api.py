@@ -27,6 +27,7 @@ from functions.platform.problems import BadRequest, NotFound, Unprocessable, jso
 from functions.platform.routing import Router
 from functions.platform.security import Principal, authenticate, require_customer_access
 from saga.crashpoints import crash_point
+from saga.transaction import Database
 
 MAX_WAIT_SECONDS = 30
 
@@ -50,7 +51,7 @@ class OrderRequest(BaseModel):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-def _db():  # type: ignore[no-untyped-def]
+def _db() -> Database:
     return database(settings().database_url)
 
 

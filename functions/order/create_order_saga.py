@@ -22,6 +22,10 @@ from saga.transaction import Tx
 # Who waits for an order to end (GET /orders/{id}?wait, the benchmark) listens here; the notice is
 # sent when the transaction that ended the order commits (PostgreSQL NOTIFY is transactional).
 ORDER_ENDED = "orders_ended"
+CREATE_ORDER = ("INSERT INTO orders.orders (order_id, customer_id, goods_id, goods_total, order_total, state, "
+                "placed_by) VALUES (%s, %s, %s, %s, %s, 'PENDING', %s)")
+END_ORDER = "UPDATE orders.orders SET state = %s, rejection_reason = %s, updated_at = now() WHERE order_id = %s"
+NOTIFY_END = "SELECT pg_notify(%s, %s)"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -40,11 +44,8 @@ Data = CreateOrderSagaData
 
 
 def create(tx: Tx, data: Data) -> None:
-    tx.execute(
-        "INSERT INTO orders.orders (order_id, customer_id, goods_id, goods_total, order_total, state, placed_by) "
-        "VALUES (%s, %s, %s, %s, %s, 'PENDING', %s)",
-        (data.order_id, data.customer_id, data.goods_id, data.goods_total, data.order_total, data.placed_by),
-    )
+    tx.execute(CREATE_ORDER, (data.order_id, data.customer_id, data.goods_id, data.goods_total, data.order_total,
+                              data.placed_by))
 
 
 def reject(tx: Tx, data: Data) -> None:
@@ -56,10 +57,9 @@ def approve(tx: Tx, data: Data) -> None:
 
 
 def _end(tx: Tx, data: Data, state: str, reason: str | None) -> None:
-    tx.execute("UPDATE orders.orders SET state = %s, rejection_reason = %s, updated_at = now() WHERE order_id = %s",
-               (state, reason, data.order_id))
+    tx.execute(END_ORDER, (state, reason, data.order_id))
     notice = {"orderId": data.order_id, "state": state, "rejectionReason": reason}
-    tx.execute("SELECT pg_notify(%s, %s)", (ORDER_ENDED, json.dumps(notice)))
+    tx.execute(NOTIFY_END, (ORDER_ENDED, json.dumps(notice)))
 
 
 def reserve_goods(data: Data) -> ReserveGoods:

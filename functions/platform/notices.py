@@ -56,8 +56,13 @@ class Notices:
                     connection.execute(f"LISTEN {self.channel}")
                     self._loop.call_soon_threadsafe(self._wake_all)  # what was missed meanwhile
                     for notice in connection.notifies():
-                        self._loop.call_soon_threadsafe(self._wake, self.key_of(notice.payload))
-            except psycopg.Error as exc:
+                        try:
+                            key = self.key_of(notice.payload)
+                        except (ValueError, KeyError, TypeError):
+                            log.warning("a notice on %s names nothing: %r", self.channel, notice.payload[:200])
+                            continue
+                        self._loop.call_soon_threadsafe(self._wake, key)
+            except Exception as exc:  # the listener must outlive any failure: waiters depend on it
                 log.warning("listening on %s: %s; listening again in %.0f s", self.channel, exc, RECONNECT_SECONDS)
             threading.Event().wait(RECONNECT_SECONDS)
 

@@ -20,7 +20,12 @@ class Router:
     def __init__(self, routes: Sequence[tuple[str, Sequence[str], Handler]]) -> None:
         self._routes = []
         for path, methods, handler in routes:
-            pattern = _PARAMETER.sub(lambda m: f"(?P<{m[2]}>{'[0-9]+' if m[1] else '[^/]+'})", path)
+            pieces = _PARAMETER.split(path)  # literal, kind, name, literal, kind, name, literal...
+            pattern = "".join(
+                re.escape(piece) if index % 3 == 0 else
+                (f"(?P<{pieces[index + 1]}>{'[0-9]+' if piece else '[^/]+'})" if index % 3 == 1 else "")
+                for index, piece in enumerate(pieces)
+            )
             converters = {m[2]: int for m in _PARAMETER.finditer(path) if m[1]}
             self._routes.append((re.compile(f"{pattern}/?"), set(methods), handler, converters))
 

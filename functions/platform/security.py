@@ -103,10 +103,15 @@ class JwksKeys:
     new key is usable at once (an unknown kid refetches, at most once per cool-down), a retired key
     stops verifying when the cache expires. Fetched off the event loop."""
 
-    def __init__(self, url: str, cache_seconds: float = 300.0) -> None:
+    RETRY_FAILED_SECONDS = 1.0  # after a failed fetch, requests fail fast (503) this long
+
+    def __init__(self, url: str, cache_seconds: float = 300.0, *,
+                 fetch: Callable[[str], Any] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.url = url
         self.cache_seconds = cache_seconds
         self.cooldown = min(30.0, cache_seconds)
+        self._fetch = fetch or _fetch_json
+        self._clock = clock
         self._keys: dict[str, Any] = {}
         self._fetched_at = float("-inf")  # the last successful fetch
         self._tried_at = float("-inf")  # the last attempt
@@ -114,16 +119,17 @@ class JwksKeys:
         self._lock = asyncio.Lock()
 
     def get(self, kid: str) -> Any | None:
-        if time.monotonic() - self._fetched_at > self.cache_seconds:
+        if self._clock() - self._fetched_at > self.cache_seconds:
             raise KeyServiceUnavailable(str(self._failure or "the signing keys are not loaded"))
         return self._keys.get(kid)
 
     async def ready_for(self, kid: str) -> None:
         """Fetch the keys when they are stale, or when `kid` is unknown and the cool-down is over."""
         def due() -> bool:
-            now = time.monotonic()
-            stale = now - self._fetched_at > self.cache_seconds
-            return stale or (kid not in self._keys and now - self._tried_at > self.cooldown)
+            now = self._clock()
+            if now - self._fetched_at > self.cache_seconds:  # stale: fetch, unless it just failed
+                return self._failure is None or now - self._tried_at > self.RETRY_FAILED_SECONDS
+            return kid not in self._keys and now - self._tried_at > self.cooldown
 
         if due():
             async with self._lock:  # one fetch for all the requests that need it
@@ -131,15 +137,15 @@ class JwksKeys:
                     await self._refresh()
 
     async def _refresh(self) -> None:
-        self._tried_at = time.monotonic()
+        self._tried_at = self._clock()
         try:
-            document = await asyncio.to_thread(_fetch_json, self.url)
+            document = await asyncio.to_thread(self._fetch, self.url)
             keys = {jwk.key_id: jwk.key for jwk in jwt.PyJWKSet.from_dict(document).keys
                     if jwk.key_id and jwk.public_key_use in (None, "sig")}
         except (OSError, ValueError, jwt.PyJWTError) as exc:
             self._failure = exc
             return
-        self._keys, self._fetched_at, self._failure = keys, time.monotonic(), None
+        self._keys, self._fetched_at, self._failure = keys, self._clock(), None
 
 
 def _fetch_json(url: str) -> Any:

@@ -38,6 +38,11 @@ def matches(event: Attributes, wanted: dict[str, str]) -> bool:
     return all(value == "" or str(event.get(name, "")) == value for name, value in wanted.items())
 
 
+def retryable(status: int) -> bool:
+    """Whether a failed attempt is tried again: no answer (0), 5xx, 404, 408, 409, 429."""
+    return status == 0 or status >= 500 or status in RETRYABLE
+
+
 def backoff(trigger: Trigger, attempt: int) -> float:
     """Delay before retry `attempt` (1-based): linear delay x n, exponential delay x 2^n."""
     delivery = trigger.delivery
@@ -85,7 +90,7 @@ class Deliverer:
                     return Outcome(code, reply=from_http(dict(response.headers), answer))
                 except CloudEventError:
                     break  # a 2xx body that is not a CloudEvent is a failed delivery
-            if code < 500 and code not in RETRYABLE:
+            if not retryable(code):
                 break
         log.error("%s: event %s (%s) failed with status %s", trigger.name, event["id"], event["type"], code)
         return Outcome(code, dead_letter=self._parked(event, code, answer))

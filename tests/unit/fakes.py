@@ -8,12 +8,11 @@ from typing import Any
 from cloudevents.http import CloudEvent
 
 from saga.engine import HistoryEntry, SagaEngine, SagaInstance
-from saga.errors import ConcurrentUpdate
 from saga.messages import Reply, reply_event
 
 
 class InMemorySagaStore:
-    """The SagaStore protocol over dicts; versions checked like the PostgreSQL store."""
+    """The SagaStore protocol over dicts; every write advances the version by one, as the engine's do."""
 
     def __init__(self) -> None:
         self.instances: dict[str, SagaInstance] = {}
@@ -35,8 +34,7 @@ class InMemorySagaStore:
         return lambda: found if overdue and saga_id in self.past_deadline else None
 
     def update(self, tx: Any, instance: SagaInstance, history: Sequence[HistoryEntry]) -> None:
-        if self.instances[instance.saga_id].version != instance.version - 1:
-            raise ConcurrentUpdate(instance.saga_id)
+        assert self.instances[instance.saga_id].version == instance.version - 1, "one version per write"
         self.instances[instance.saga_id] = instance
         self.append(tx, instance.saga_id, history)
 

@@ -10,7 +10,7 @@ import time
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from localstack.dispatcher import KAFKA_CALL_HUNG, KafkaCallWatch, PartitionProgress, is_fatal
+from localstack.bookkeeping import KAFKA_CALL_HUNG, KafkaCallWatch, PartitionProgress, is_fatal
 
 
 def test_the_commit_point_stops_at_the_first_record_not_done() -> None:

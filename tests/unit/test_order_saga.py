@@ -23,7 +23,13 @@ from functions.goods.messages import (
     ReleaseGoods,
     ReserveGoods,
 )
-from functions.order.create_order_saga import ORDER_ENDED, CreateOrderSagaData, create_order_saga
+from functions.order.create_order_saga import (
+    CREATE_ORDER,
+    END_ORDER,
+    ORDER_ENDED,
+    CreateOrderSagaData,
+    create_order_saga,
+)
 from saga.engine import SagaEngine
 from saga.errors import InvalidMessage, UnknownSaga
 from saga.messages import CAUSATION_ID, PARTITION_KEY, SAGA_ID, SAGA_TYPE
@@ -53,9 +59,9 @@ def order_states(tx: RecordingTx) -> list[tuple[str, str | None]]:
     """The order row's life as the local steps wrote it; every end is notified to its waiters."""
     states: list[tuple[str, str | None]] = []
     for index, (sql, params) in enumerate(tx.statements):
-        if sql.startswith("INSERT INTO orders.orders"):
+        if sql == CREATE_ORDER:
             states.append(("PENDING", None))
-        elif sql.startswith("UPDATE orders.orders SET state"):
+        elif sql == END_ORDER:
             states.append((params[0], params[1]))
             notify_sql, (channel, notice) = tx.statements[index + 1]
             assert "pg_notify" in notify_sql and channel == ORDER_ENDED
