@@ -206,6 +206,7 @@ class Gateway:
             assert function.listener is not None
             inherited = function.listener.fileno()
             counts_file = function.log_file.with_suffix(".activity")
+            counts_file.parent.mkdir(parents=True, exist_ok=True)  # before start_child makes it on a fresh clone
             function.counts = Counts(counts_file)
             function.counts.write(0, 0)
             function.seen_started = 0
