@@ -3,13 +3,16 @@ then published to the broker (K_SINK) and deleted only after the broker acknowle
 
 Publication is at-least-once: a crash after the broker's 2xx and before the delete re-sends the same
 event (same id), which consumers deduplicate. Nothing is lost: a row leaves the table only on a 2xx.
-The function that wrote an event publishes it right after its commit; a sweep on a schedule
+The function that wrote an event publishes it right after its commit and deletes the row after its
+answer has gone (`PublishedRows`: one statement for every row published while the last one ran, so a
+request never waits on it, and rows published together cost one round trip); a sweep on a schedule
 publishes what a crash or an unreachable broker left, taking only rows older than a few seconds so
 it does not race the publisher of a fresh one (if it does, the event goes out twice, same id).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -49,15 +52,45 @@ class Publisher(Protocol):
         ...
 
 
-async def publish_after_commit(database: Database, outbox: Outbox, publisher: Publisher,
-                               events: Sequence[CloudEvent]) -> None:
+class PublishedRows:
+    """Deletes an outbox's published rows in the background, each batch in one statement: the ids
+    that arrive while a delete runs go in the next. A delete that fails, or never runs because the
+    process stopped, leaves rows the sweep publishes again (same ids, absorbed by the inboxes)."""
+
+    def __init__(self, database: Database, outbox: Outbox) -> None:
+        self.database = database
+        self.outbox = outbox
+        self._waiting: list[str] = []
+        self._deleting: asyncio.Task[None] | None = None
+
+    def add(self, event_ids: Sequence[str]) -> None:
+        self._waiting.extend(event_ids)
+        if self._waiting and (self._deleting is None or self._deleting.done()):
+            self._deleting = asyncio.get_running_loop().create_task(self._delete_waiting())
+
+    async def drained(self) -> None:
+        """Once every id added so far is deleted (or its delete failed)."""
+        while self._deleting is not None and not self._deleting.done():
+            await asyncio.shield(self._deleting)
+
+    async def _delete_waiting(self) -> None:
+        while self._waiting:
+            event_ids, self._waiting = self._waiting, []
+            try:
+                await self.database.call(_delete, self.database, self.outbox, event_ids)
+            except Exception:
+                log.warning("deleting %d published row(s) failed; the sweep will publish them again",
+                            len(event_ids), exc_info=True)
+
+
+async def publish_after_commit(published: PublishedRows, publisher: Publisher, events: Sequence[CloudEvent]) -> None:
     """Best effort; never raises: what is not published stays in the outbox for the sweep."""
     try:
         sent = await publisher.publish(events)
-        if sent:
-            await database.call(_delete, database, outbox, sent)
     except Exception:
         log.warning("publishing after commit failed; the sweep will retry", exc_info=True)
+        return
+    published.add(sent)
 
 
 async def sweep(database: Database, outbox: Outbox, publisher: Publisher, *, limit: int = 500,

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from functions.platform.config import settings
 from functions.platform.database import database
 from saga import outbox as outbox_
-from saga.outbox import Outbox
+from saga.outbox import Outbox, PublishedRows
 from saga.publisher import HttpPublisher
 
 log = logging.getLogger(__name__)
@@ -25,12 +25,18 @@ def publisher() -> HttpPublisher:
     return HttpPublisher(settings().k_sink)
 
 
+@functools.cache
+def published_rows(outbox: Outbox) -> PublishedRows:
+    return PublishedRows(database(settings().database_url), outbox)
+
+
 async def publish_after_commit(outbox: Outbox, events: Sequence[CloudEvent]) -> None:
-    """Best effort; never raises: what is not published stays in the outbox for the sweep."""
+    """Best effort; never raises: what is not published stays in the outbox for the sweep. The
+    published rows are deleted after the caller's answer (`saga.outbox.PublishedRows`)."""
     if not settings().k_sink:
         log.warning("K_SINK is not set: %d event(s) stay in the outbox", len(events))
         return
-    await outbox_.publish_after_commit(database(settings().database_url), outbox, publisher(), events)
+    await outbox_.publish_after_commit(published_rows(outbox), publisher(), events)
 
 
 def sweep_target(outbox: Outbox) -> Callable[[Request], Awaitable[Response]]:

@@ -115,10 +115,40 @@ def test_unreachable_broker_keeps_rows(database: Database) -> None:
         order_total=Decimal("37"), idempotency_key=None,
     ))
     assert command is not None
-    # Port 9 (discard) is closed on loopback: a connection error, not an answer.
-    asyncio.run(outbox_.publish_after_commit(database, service.outbox, HttpPublisher("http://127.0.0.1:9/"),
-                                             [command]))
+    published = outbox_.PublishedRows(database, service.outbox)
+
+    async def publish() -> None:
+        # Port 9 (discard) is closed on loopback: a connection error, not an answer.
+        await outbox_.publish_after_commit(published, HttpPublisher("http://127.0.0.1:9/"), [command])
+        await published.drained()
+
+    asyncio.run(publish())
     assert command["id"] in outbox_ids(database)
+
+
+def test_published_rows_leave_the_outbox_after_the_answer(database: Database, sink: Sink) -> None:
+    """Ten orders published at once: each event reaches the broker once, and every row is deleted,
+    those acknowledged while a delete ran in the next one."""
+    sink.statuses.clear()  # the broker takes every event
+    commands = []
+    for n in range(10):
+        _, command = database.run_sync(lambda tx, n=n: service.place_order(
+            tx, placed_by="published-test", customer_id="12223", goods_id=1, goods_total=1,
+            order_total=Decimal("37"), idempotency_key=f"published-{uuid.uuid4().hex}-{n}",
+        ))
+        assert command is not None
+        commands.append(command)
+    published = outbox_.PublishedRows(database, service.outbox)
+
+    async def publish_all() -> None:
+        publisher = HttpPublisher(sink.url)
+        await asyncio.gather(*(outbox_.publish_after_commit(published, publisher, [c]) for c in commands))
+        await published.drained()
+
+    asyncio.run(publish_all())
+    ids = {command["id"] for command in commands}
+    assert not ids & outbox_ids(database)
+    assert sorted(event["id"] for event in sink.accepted if event["id"] in ids) == sorted(ids)
 
 
 def test_a_fresh_row_is_left_to_its_writer(database: Database, sink: Sink) -> None:
