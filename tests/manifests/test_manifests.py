@@ -8,6 +8,7 @@ A missing checker (kubectl, shellcheck, hadolint, kubernetes-validate, cloudcoil
 
 from __future__ import annotations
 
+import ast
 import copy
 import os
 import re
@@ -249,10 +250,24 @@ def test_replay_job_rules_fail_on_a_bad_job(overlay: Docs, break_it: str) -> Non
 
 def pool_connections(env: Mapping[str, str]) -> int:
     """The connections one function process may hold: the pool functions/platform/database.py builds
-    under this container's env (THREADS, ...)."""
+    under this container's env (THREADS, ...) and its LISTEN connection, if it has one."""
     from functions.platform import database
 
-    return database.pool_size(env)
+    return database.connections_held(env)
+
+
+def test_every_function_that_listens_is_counted_in_the_budget() -> None:
+    """A function that opens a LISTEN connection (functions/platform/notices.py) holds one more than
+    its pool: the budget must know it, so the list in database.py must name every such module."""
+    from functions.platform import database
+
+    listening = {
+        str(path.relative_to(REPO)) for path in (REPO / "functions").rglob("*.py")
+        if any(isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Notices"
+               for node in ast.walk(ast.parse(path.read_text())))
+    }
+    assert listening, "no function opens a LISTEN connection: the search is broken"
+    assert listening == database.LISTENING_SOURCES
 
 
 def test_postgres_admits_every_pool_at_max_scale(overlay: Docs) -> None:
