@@ -9,8 +9,12 @@ import aiohttp
 from cloudevents.http import CloudEvent
 
 from saga.eventing.binding import raw_event
+from saga.eventing.status import retryable
+from saga.outbox import Published, Refusal
 
 log = logging.getLogger(__name__)
+
+REASON_LIMIT = 1024  # of the broker's answer, kept with a parked event
 
 
 class HttpPublisher:
@@ -26,20 +30,27 @@ class HttpPublisher:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5.0, connect=2.0))
         return self._session
 
-    async def publish(self, events: Sequence[CloudEvent]) -> list[str]:
-        """The ids the broker acknowledged, in order; stops at the first one it refuses or cannot
-        take (the rest would wait out the same timeout one by one, found by `make chaos`)."""
-        sent = []
+    async def publish(self, events: Sequence[CloudEvent]) -> Published:
+        """Post each event in turn. A permanent refusal (`saga.eventing.status.retryable`) is reported
+        and the next event goes on; a passing failure (5xx, 429, no answer) stops the batch, since the
+        rest would wait out the same fault one by one (found by `make chaos`)."""
+        published = Published()
         for event in events:
             headers, body = raw_event(event).http()
             try:
                 async with self._client().post(self.sink_url, headers=headers, data=body) as answer:
-                    await answer.read()
-                    if answer.status >= 300:
-                        log.warning("outbox: broker answered %s, event %s stays queued", answer.status, event["id"])
-                        break
+                    text = await answer.read()
+                    status = answer.status
             except (aiohttp.ClientError, TimeoutError) as exc:
                 log.warning("outbox: broker unreachable, event %s stays queued: %s", event["id"], exc)
                 break
-            sent.append(event["id"])
-        return sent
+            if status < 300:
+                published.sent.append(event["id"])
+            elif retryable(status):
+                log.warning("outbox: broker answered %s, event %s stays queued", status, event["id"])
+                break
+            else:
+                reason = text[:REASON_LIMIT].decode("utf-8", "replace")
+                log.error("outbox: broker refused event %s (%s) for good: %s", event["id"], status, reason)
+                published.refused.append(Refusal(event["id"], status, reason))
+        return published

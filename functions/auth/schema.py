@@ -9,7 +9,7 @@ import os
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 
-from saga.tables import outbox_table
+from saga.tables import outbox_table, parked_events_table
 
 metadata = sa.MetaData(schema="auth")
 
@@ -48,6 +48,7 @@ login_failures = sa.Table(
 )
 
 outbox = outbox_table(metadata)
+outbox_parked = parked_events_table(metadata)
 
 DEV_USERS = (
     # (user id, username, password env var, dev default, customer id, roles)
