@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from saga.eventing.binding import InvalidEvent, RawEvent, from_http
-from saga.eventing.dispatch import backoff
-from saga.eventing.status import retryable
+from saga.eventing.dispatch import backoff, retryable
 from saga.eventing.topology import Trigger
 
 log = logging.getLogger("dispatcher")

@@ -6,8 +6,10 @@ result) and records every move in the append-only history. Command ids are deriv
 (saga id, step, direction), so re-running a transition after a rollback yields identical events.
 A reply is applied only if it answers the command the saga is waiting for, at its step, from that
 command's handler and as one of its replies; anything else (duplicate, stale, late, misrouted,
-forged) is recorded as ignored, with the reason. Handling a reply is two steps, so the saga's read
-travels with the inbox's in one round trip: `handle_reply` queues it, the decision it returns acts.
+from a buggy participant) is recorded as ignored, with the reason. The source is what the sender
+writes: who may write to the broker at all is the mesh's authorization, not this check. Handling a
+reply is two steps, so the saga's read travels with the inbox's in one round trip: `handle_reply`
+queues it, the decision it returns acts.
 
 Every awaited command has a deadline (`step_timeout` after it is sent). `expire` is what the stuck-saga
 sweep calls on an overdue saga: a forward step times out and the saga compensates, this step included
@@ -184,8 +186,7 @@ class SagaEngine(Generic[D]):
                      kind: str, outcome: Outcome) -> CloudEvent | None:
         if instance is None:
             raise UnknownSaga(f"no {self.definition.name} instance {saga_id}")
-        data = from_data(self.definition.data_type, instance.data)
-        refused = self._refusal(instance, data, event, answers, kind, outcome)
+        refused = self._refusal(instance, event, answers, kind, outcome)
         if refused is not None:
             self.store.append(
                 tx,
@@ -195,7 +196,7 @@ class SagaEngine(Generic[D]):
             )
             return None
 
-        run = _Run(instance, data, self.step_timeout)
+        run = _Run(instance, from_data(self.definition.data_type, instance.data), self.step_timeout)
         current = self.definition.steps[instance.step]
         assert isinstance(current, ParticipantStep), "a saga only waits on participant steps"
         run.record(instance.step, kind, Event.REPLY_RECEIVED, outcome=str(outcome), replyId=event["id"])
@@ -231,7 +232,7 @@ class SagaEngine(Generic[D]):
         self.store.update(tx, run.result(), run.history)
         return command
 
-    def _refusal(self, instance: SagaInstance, data: D, event: CloudEvent, answers: str, kind: str,
+    def _refusal(self, instance: SagaInstance, event: CloudEvent, answers: str, kind: str,
                  outcome: Outcome) -> str | None:
         """Why the reply is not the one the saga awaits, or None if it is: it must answer the awaited
         command, at the saga's step, come from that command's handler and be one of its replies."""
@@ -243,9 +244,8 @@ class SagaEngine(Generic[D]):
             return f"it is for step {event.get(SAGA_STEP)}, the saga awaits step {instance.step}"
         current = self.definition.steps[instance.step]
         assert isinstance(current, ParticipantStep), "a saga only waits on participant steps"
-        factory = current.compensation if instance.compensating else current.command
-        assert factory is not None, "a saga awaits a compensation only of a step that has one"
-        command = type(factory(data))
+        command = current.compensation_type if instance.compensating else current.command_type
+        assert command is not None, "a saga awaits a compensation only of a step that has one"
         if event["source"] != command.HANDLER:
             return f"its source {event['source']} is not {command.HANDLER}, which handles {command.__name__}"
         replies = {reply.__name__: reply for reply in command.REPLIES}

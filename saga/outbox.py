@@ -2,7 +2,9 @@
 then published to the broker (K_SINK) and deleted only after the broker acknowledged it.
 
 Publication is at-least-once: a crash after the broker's 2xx and before the delete re-sends the same
-event (same id), which consumers deduplicate. Nothing is lost: a row leaves the table only on a 2xx.
+event (same id), which consumers deduplicate. Nothing is lost: a row leaves the table only on a 2xx,
+or, refused by the broker for good (a malformed or oversized event), into the parked table with the
+broker's answer, where it holds back nothing behind it.
 The function that wrote an event publishes it right after its commit and deletes the row after its
 answer has gone (`PublishedRows`: one statement for every row published while the last one ran, so a
 request never waits on it, and rows published together cost one round trip); a sweep on a schedule
@@ -39,10 +41,12 @@ class Outbox:
                     "ORDER BY created_at LIMIT %s")
         self.delete = f"DELETE FROM {table} WHERE event_id = ANY(%s)"
         self.all = f"SELECT event FROM {table} ORDER BY created_at"
-        # Moved in one statement: the row leaves the outbox only if it lands in the parked table.
+        # Moved in one statement: the row leaves the outbox only as it lands in the parked table. An
+        # event parked before (a re-sent compensation has the same id) keeps one entry, the latest.
         self.park = (f"WITH moved AS (DELETE FROM {table} WHERE event_id = %s RETURNING event_id, event) "
                      f"INSERT INTO {table}_parked (event_id, event, status, reason) "
-                     "SELECT event_id, event, %s, %s FROM moved ON CONFLICT (event_id) DO NOTHING")
+                     "SELECT event_id, event, %s, %s FROM moved ON CONFLICT (event_id) DO UPDATE SET "
+                     "event = EXCLUDED.event, status = EXCLUDED.status, reason = EXCLUDED.reason, parked_at = now()")
         self.parked = f"SELECT event_id, parked_at, status, reason, event FROM {table}_parked ORDER BY parked_at"
 
 
@@ -141,7 +145,7 @@ def _delete(database: Database, outbox: Outbox, event_ids: list[str]) -> None:
 
 
 def _park(database: Database, outbox: Outbox, refused: list[Refusal]) -> None:
-    """Each refused row into the parked table, for an operator to read (and redrive once fixed)."""
+    """Each refused row into the parked table, for an operator to read; nothing publishes it again."""
     with database.transaction() as tx:
         for refusal in refused:
             tx.execute(outbox.park, (refusal.event_id, refusal.status, refusal.reason))

@@ -9,11 +9,14 @@ import aiohttp
 from cloudevents.http import CloudEvent
 
 from saga.eventing.binding import raw_event
-from saga.eventing.status import retryable
 from saga.outbox import Published, Refusal
 
 log = logging.getLogger(__name__)
 
+# Answers about the event itself (malformed, too large, a media type or content it does not take):
+# the same event would be refused again, so it is parked. Any other failure (5xx, 429, 404 before
+# the broker is ready, 401/403 from a misconfigured mesh) says nothing against the event: it waits.
+REFUSED_FOR_GOOD = frozenset({400, 413, 415, 422})
 REASON_LIMIT = 1024  # of the broker's answer, kept with a parked event
 
 
@@ -31,9 +34,9 @@ class HttpPublisher:
         return self._session
 
     async def publish(self, events: Sequence[CloudEvent]) -> Published:
-        """Post each event in turn. A permanent refusal (`saga.eventing.status.retryable`) is reported
-        and the next event goes on; a passing failure (5xx, 429, no answer) stops the batch, since the
-        rest would wait out the same fault one by one (found by `make chaos`)."""
+        """Post each event in turn. A refusal of the event itself (REFUSED_FOR_GOOD) is reported and the
+        next event goes on; any other failure stops the batch, since the rest would wait out the same
+        fault one by one (found by `make chaos`)."""
         published = Published()
         for event in events:
             headers, body = raw_event(event).http()
@@ -46,11 +49,11 @@ class HttpPublisher:
                 break
             if status < 300:
                 published.sent.append(event["id"])
-            elif retryable(status):
-                log.warning("outbox: broker answered %s, event %s stays queued", status, event["id"])
-                break
-            else:
+            elif status in REFUSED_FOR_GOOD:
                 reason = text[:REASON_LIMIT].decode("utf-8", "replace")
                 log.error("outbox: broker refused event %s (%s) for good: %s", event["id"], status, reason)
                 published.refused.append(Refusal(event["id"], status, reason))
+            else:
+                log.warning("outbox: broker answered %s, event %s stays queued", status, event["id"])
+                break
         return published

@@ -1,6 +1,6 @@
 """The auth service's tables, in PostgreSQL schema `auth`: users, refresh tokens (single use,
 grouped in families so a reused token revokes its whole family), failed-login counters (the login
-rate limit, shared by every auth pod) and the outbox."""
+rate limit, shared by every auth pod), the outbox and the events the broker refused for good."""
 
 from __future__ import annotations
 

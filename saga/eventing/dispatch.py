@@ -20,11 +20,11 @@ from cloudevents.conversion import to_binary
 from cloudevents.exceptions import GenericException as CloudEventError
 from cloudevents.http import CloudEvent, from_http
 
-from saga.eventing.status import retryable
 from saga.eventing.topology import Trigger
 
 log = logging.getLogger(__name__)
 
+RETRYABLE = frozenset({404, 408, 409, 429})
 ERROR_DATA_LIMIT = 1024
 ERROR_EXTENSIONS = ("knativeerrordest", "knativeerrorcode", "knativeerrordata")
 
@@ -36,6 +36,11 @@ class Attributes(Protocol):
 def matches(event: Attributes, wanted: dict[str, str]) -> bool:
     # Exact match on attributes and extensions; an empty value matches anything (Knative's rule).
     return all(value == "" or str(event.get(name, "")) == value for name, value in wanted.items())
+
+
+def retryable(status: int) -> bool:
+    """Whether a failed attempt is tried again: no answer (0), 5xx, 404, 408, 409, 429."""
+    return status == 0 or status >= 500 or status in RETRYABLE
 
 
 def backoff(trigger: Trigger, attempt: int) -> float:

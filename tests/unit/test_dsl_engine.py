@@ -128,6 +128,37 @@ def test_a_second_compensation_is_refused() -> None:
         step().invoke_local(begin).with_compensation(undo_begin).with_compensation(undo_begin)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Undone(Reply):
+    pass
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Undo(Command):
+    TYPE: ClassVar[str] = "test.undo"
+    HANDLER: ClassVar[str] = "/test/undo"
+    REPLIES: ClassVar[tuple[type[Reply], ...]] = (Undone,)
+
+
+def do_first(data: Data) -> Do:
+    return Do(what="first")
+
+
+def undo_first(data: Data) -> Undo:
+    return Undo()
+
+
+def do_second(data: Data) -> Do:
+    return Do(what="second")
+
+
+compensated = (
+    step().invoke_participant(do_first).with_compensation(undo_first)
+    .step().invoke_participant(do_second)
+    .build(name="Compensated", data_type=Data)
+)
+
+
 def _forge(command: CloudEvent, reply: Reply, **attributes: str) -> CloudEvent:
     """The reply to `command`, with some of its attributes changed."""
     event = answer(command, reply)
@@ -167,6 +198,8 @@ def test_a_reply_to_a_finished_saga_is_ignored() -> None:
     for _ in range(3):
         replies.append(answer(command, Done()))
         command = applied(engine, tx, replies[-1])
+    # Stored by an older release in a shape this one cannot read: a duplicate is still only ignored.
+    engine.store.instances["s4"] = dataclasses.replace(engine.store.instances["s4"], data={"older": "shape"})
     assert applied(engine, tx, replies[-1]) is None
     assert engine.store.history["s4"][-1].detail["reason"] == "the saga has finished"
 
@@ -184,32 +217,30 @@ def test_a_compensation_reply_must_come_from_the_compensation_handler() -> None:
     assert engine.store.history["s5"][-2].event == Event.COMPENSATION_DONE
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Undone(Reply):
-    pass
+def untyped_factory(data: Data):  # type: ignore[no-untyped-def]
+    return Do(what="x")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Undo(Command):
-    TYPE: ClassVar[str] = "test.undo"
-    HANDLER: ClassVar[str] = "/test/undo"
-    REPLIES: ClassVar[tuple[type[Reply], ...]] = (Undone,)
+class Anonymous(Command):
+    """A command that does not say who answers it."""
+
+    TYPE: ClassVar[str] = "test.anonymous"
 
 
-def do_first(data: Data) -> Do:
-    return Do(what="first")
+def anonymous(data: Data) -> Anonymous:
+    return Anonymous()
 
 
-def undo_first(data: Data) -> Undo:
-    return Undo()
+def test_a_participant_step_must_name_a_command_that_says_who_answers_it() -> None:
+    with pytest.raises(DefinitionError, match="annotated to return a Command"):
+        step().invoke_participant(untyped_factory)
+    with pytest.raises(DefinitionError, match="Anonymous lacks HANDLER, REPLIES"):
+        step().invoke_participant(anonymous)
+    with pytest.raises(DefinitionError, match="Anonymous lacks"):
+        step().invoke_participant(a).with_compensation(anonymous)
 
 
-def do_second(data: Data) -> Do:
-    return Do(what="second")
-
-
-compensated = (
-    step().invoke_participant(do_first).with_compensation(undo_first)
-    .step().invoke_participant(do_second)
-    .build(name="Compensated", data_type=Data)
-)
+def test_on_reply_takes_only_a_reply_the_command_may_get() -> None:
+    with pytest.raises(DefinitionError, match="Other is not a reply to Do"):
+        step().invoke_participant(a).on_reply(Other, lambda d, r: d)
