@@ -207,11 +207,14 @@ def test_a_row_the_broker_refuses_for_good_is_parked_and_the_rows_behind_it_go_o
     assert row.reason == "refused by the test" and row.event["type"] == "io.knativesaga.goods.reserve"
 
 
-def test_a_passing_refusal_leaves_the_row_queued(database: Database, sink: Sink) -> None:
-    """429 and 5xx are passing: nothing is parked, the row waits for the next sweep."""
+@pytest.mark.parametrize("status", [429, 403, 503])
+def test_a_failure_that_says_nothing_against_the_event_leaves_the_row_queued(
+    database: Database, sink: Sink, status: int
+) -> None:
+    """Busy, a misconfigured mesh, a broker fault: nothing is parked, the row waits for the next sweep."""
     sink.statuses.clear()
-    command = place(database, "busy")
-    sink.refuse[command["id"]] = 429
+    command = place(database, f"busy-{status}")
+    sink.refuse[command["id"]] = status
     published = outbox_.PublishedRows(database, service.outbox)
 
     async def publish() -> None:
