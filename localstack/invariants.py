@@ -8,8 +8,9 @@ from typing import cast
 import sqlalchemy as sa
 
 from functions.account.schema import accounts, credit_reservations
+from functions.auth.schema import outbox_parked as auth_parked
 from functions.goods.schema import DEMO_GOODS, goods, reservations
-from functions.order.schema import orders, outbox, saga_instances
+from functions.order.schema import orders, outbox, outbox_parked, saga_instances
 
 DEMO_STOCK: dict[int, int] = {cast(int, item["id"]): cast(int, item["stock"]) for item in DEMO_GOODS}
 
@@ -67,5 +68,8 @@ def unbalanced_books(db: sa.Engine, initial_stock: Mapping[int, int] = DEMO_STOC
                 )
             ),
             "outbox not empty": list(tx.execute(sa.select(outbox.c.event_id))),
+            # The broker refused them for good (saga/publisher.py): nothing the system sends should be.
+            "events parked": [*tx.execute(sa.select(outbox_parked.c.event_id, outbox_parked.c.status)),
+                              *tx.execute(sa.select(auth_parked.c.event_id, auth_parked.c.status))],
         }
     return {name: rows for name, rows in found.items() if rows}

@@ -18,6 +18,7 @@ have acted and its reply be late.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -58,9 +59,11 @@ class LocalStep(Generic[D]):
 class ParticipantStep(Generic[D]):
     name: str
     command: CommandFactory[D]
+    command_type: type[Command]  # what `command` returns: its HANDLER and REPLIES authenticate replies
     # reply class name -> (reply class, handler)
     reply_handlers: Mapping[str, tuple[type[Reply], ReplyHandler[D]]]
     compensation: CommandFactory[D] | None = None
+    compensation_type: type[Command] | None = None
     on_timeout: TimeoutHandler[D] | None = None
 
     @property
@@ -95,7 +98,23 @@ class StepBuilder(Generic[D]):
         return LocalStepBuilder(self._steps, LocalStep(action.__name__, action))
 
     def invoke_participant(self, command: CommandFactory[D]) -> ParticipantStepBuilder[D]:
-        return ParticipantStepBuilder(self._steps, ParticipantStep(command.__name__, command, {}))
+        step = ParticipantStep(command.__name__, command, command_type(command), {})
+        return ParticipantStepBuilder(self._steps, step)
+
+
+def command_type(factory: CommandFactory[Any]) -> type[Command]:
+    """The Command class a factory returns, from its return annotation; it must say who answers it
+    (HANDLER) and with what (REPLIES), which is how the engine knows a reply is the awaited one."""
+    try:
+        returned = typing.get_type_hints(factory).get("return")
+    except NameError as exc:
+        raise DefinitionError(f"{factory.__name__}: its return annotation does not resolve ({exc})") from exc
+    if not (isinstance(returned, type) and issubclass(returned, Command)):
+        raise DefinitionError(f"{factory.__name__} must be annotated to return a Command class, not {returned!r}")
+    missing = [name for name in ("TYPE", "HANDLER", "REPLIES") if not hasattr(returned, name)]
+    if missing:
+        raise DefinitionError(f"{returned.__name__} lacks {', '.join(missing)}")
+    return returned
 
 
 class _StepInProgress(Generic[D]):
@@ -131,6 +150,9 @@ class ParticipantStepBuilder(_StepInProgress[D]):
             raise DefinitionError(f"on_reply takes a Reply class, got {reply_type!r}")
         if reply_type.__name__ in self._current.reply_handlers:
             raise DefinitionError(f"step {self._current.name} already handles {reply_type.__name__}")
+        if reply_type not in self._current.command_type.REPLIES:
+            raise DefinitionError(f"step {self._current.name}: {reply_type.__name__} is not a reply to "
+                                  f"{self._current.command_type.__name__} (its REPLIES)")
         handlers: dict[str, tuple[type[Reply], ReplyHandler[D]]] = {
             **self._current.reply_handlers, reply_type.__name__: (reply_type, handler)
         }
@@ -146,4 +168,5 @@ class ParticipantStepBuilder(_StepInProgress[D]):
         assert isinstance(self._current, ParticipantStep)
         if self._current.compensation is not None:
             raise DefinitionError(f"step {self._current.name} already has a compensation")
-        return ParticipantStepBuilder(self._steps, dataclasses.replace(self._current, compensation=command))
+        return ParticipantStepBuilder(self._steps, dataclasses.replace(
+            self._current, compensation=command, compensation_type=command_type(command)))

@@ -4,9 +4,12 @@ transaction, and returns the one command to send next (or None).
 A transition runs local steps inline, stops at the next participant step (its command is the
 result) and records every move in the append-only history. Command ids are derived from
 (saga id, step, direction), so re-running a transition after a rollback yields identical events.
-A reply is applied only if it answers the command the saga is waiting for; anything else
-(duplicate, stale, late) is recorded and ignored. Handling a reply is two steps, so the saga's read
-travels with the inbox's in one round trip: `handle_reply` queues it, the decision it returns acts.
+A reply is applied only if it answers the command the saga is waiting for, at its step, from that
+command's handler and as one of its replies; anything else (duplicate, stale, late, misrouted,
+from a buggy participant) is recorded as ignored, with the reason. The source is what the sender
+writes: who may write to the broker at all is the mesh's authorization, not this check. Handling a
+reply is two steps, so the saga's read travels with the inbox's in one round trip: `handle_reply`
+queues it, the decision it returns acts.
 
 Every awaited command has a deadline (`step_timeout` after it is sent). `expire` is what the stuck-saga
 sweep calls on an overdue saga: a forward step times out and the saga compensates, this step included
@@ -32,6 +35,7 @@ from saga.messages import (
     REPLY_OUTCOME,
     REPLY_TYPE,
     SAGA_ID,
+    SAGA_STEP,
     SAGA_TYPE,
     Outcome,
     command_event,
@@ -182,12 +186,13 @@ class SagaEngine(Generic[D]):
                      kind: str, outcome: Outcome) -> CloudEvent | None:
         if instance is None:
             raise UnknownSaga(f"no {self.definition.name} instance {saga_id}")
-        if instance.finished or instance.awaiting != answers:
+        refused = self._refusal(instance, event, answers, kind, outcome)
+        if refused is not None:
             self.store.append(
                 tx,
                 saga_id,
                 [HistoryEntry(step=instance.step, name=kind, event=Event.REPLY_IGNORED,
-                              detail={"replyId": event["id"], "answers": answers})],
+                              detail={"replyId": event["id"], "answers": answers, "reason": refused})],
             )
             return None
 
@@ -226,6 +231,29 @@ class SagaEngine(Generic[D]):
             command = self._compensate(tx, run, instance.step)
         self.store.update(tx, run.result(), run.history)
         return command
+
+    def _refusal(self, instance: SagaInstance, event: CloudEvent, answers: str, kind: str,
+                 outcome: Outcome) -> str | None:
+        """Why the reply is not the one the saga awaits, or None if it is: it must answer the awaited
+        command, at the saga's step, come from that command's handler and be one of its replies."""
+        if instance.finished:
+            return "the saga has finished"
+        if instance.awaiting != answers:
+            return "it answers no command the saga awaits"
+        if event.get(SAGA_STEP) != str(instance.step):
+            return f"it is for step {event.get(SAGA_STEP)}, the saga awaits step {instance.step}"
+        current = self.definition.steps[instance.step]
+        assert isinstance(current, ParticipantStep), "a saga only waits on participant steps"
+        command = current.compensation_type if instance.compensating else current.command_type
+        assert command is not None, "a saga awaits a compensation only of a step that has one"
+        if event["source"] != command.HANDLER:
+            return f"its source {event['source']} is not {command.HANDLER}, which handles {command.__name__}"
+        replies = {reply.__name__: reply for reply in command.REPLIES}
+        if kind not in replies:
+            return f"{kind} is not a reply to {command.__name__}"
+        if outcome is not replies[kind].OUTCOME:
+            return f"its outcome {outcome} contradicts {kind}"
+        return None
 
     def _on_forward_reply(
         self, tx: Any, run: _Run[D], current: ParticipantStep[D], kind: str, outcome: Outcome, data: Any

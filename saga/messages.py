@@ -46,9 +46,13 @@ class Outcome(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Command:
-    """A request to a saga participant. Subclasses set TYPE, the CloudEvent type."""
+    """A request to a saga participant. Subclasses set TYPE, the CloudEvent type; HANDLER, the source
+    the participant that handles it signs its replies with; and REPLIES, the replies it may send.
+    A saga applies a reply only from that source and of one of those kinds (`saga.engine`)."""
 
     TYPE: ClassVar[str]
+    HANDLER: ClassVar[str]
+    REPLIES: ClassVar[tuple[type[Reply], ...]]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -2,7 +2,9 @@
 then published to the broker (K_SINK) and deleted only after the broker acknowledged it.
 
 Publication is at-least-once: a crash after the broker's 2xx and before the delete re-sends the same
-event (same id), which consumers deduplicate. Nothing is lost: a row leaves the table only on a 2xx.
+event (same id), which consumers deduplicate. Nothing is lost: a row leaves the table only on a 2xx,
+or, refused by the broker for good (a malformed or oversized event), into the parked table with the
+broker's answer, where it holds back nothing behind it.
 The function that wrote an event publishes it right after its commit and deletes the row after its
 answer has gone (`PublishedRows`: one statement for every row published while the last one ran, so a
 request never waits on it, and rows published together cost one round trip); a sweep on a schedule
@@ -13,6 +15,7 @@ it does not race the publisher of a fresh one (if it does, the event goes out tw
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -29,7 +32,8 @@ SWEEP_AFTER_SECONDS = 5.0  # a row younger than this is its writer's to publish
 
 
 class Outbox:
-    """A service's outbox table (`saga.tables.outbox_table`), by its qualified name."""
+    """A service's outbox table (`saga.tables.outbox_table`) and its parked events
+    (`saga.tables.parked_events_table`, the same name with `_parked`), by their qualified names."""
 
     def __init__(self, table: str) -> None:
         self.insert = f"INSERT INTO {table} (event_id, event) VALUES (%s, %s) ON CONFLICT DO NOTHING"
@@ -37,6 +41,31 @@ class Outbox:
                     "ORDER BY created_at LIMIT %s")
         self.delete = f"DELETE FROM {table} WHERE event_id = ANY(%s)"
         self.all = f"SELECT event FROM {table} ORDER BY created_at"
+        # Moved in one statement: the row leaves the outbox only as it lands in the parked table. An
+        # event parked before (a re-sent compensation has the same id) keeps one entry, the latest.
+        self.park = (f"WITH moved AS (DELETE FROM {table} WHERE event_id = %s RETURNING event_id, event) "
+                     f"INSERT INTO {table}_parked (event_id, event, status, reason) "
+                     "SELECT event_id, event, %s, %s FROM moved ON CONFLICT (event_id) DO UPDATE SET "
+                     "event = EXCLUDED.event, status = EXCLUDED.status, reason = EXCLUDED.reason, parked_at = now()")
+        self.parked = f"SELECT event_id, parked_at, status, reason, event FROM {table}_parked ORDER BY parked_at"
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """The broker refused an event for good (a 4xx it would answer again): it is parked, and must
+    not hold back the events behind it."""
+
+    event_id: str
+    status: int
+    reason: str
+
+
+@dataclasses.dataclass
+class Published:
+    """What one `Publisher.publish` did: the ids acknowledged, in order, and the events refused."""
+
+    sent: list[str] = dataclasses.field(default_factory=list)
+    refused: list[Refusal] = dataclasses.field(default_factory=list)
 
 
 def add(tx: Tx, outbox: Outbox, event: CloudEvent) -> None:
@@ -47,8 +76,8 @@ def add(tx: Tx, outbox: Outbox, event: CloudEvent) -> None:
 class Publisher(Protocol):
     """Posts events to the broker ingress (`saga.publisher.HttpPublisher`)."""
 
-    async def publish(self, events: Sequence[CloudEvent]) -> list[str]:
-        """The ids the broker acknowledged, in order; stops at the first it refuses or cannot take."""
+    async def publish(self, events: Sequence[CloudEvent]) -> Published:
+        """Posts them in order; goes past an event refused for good, stops at a passing failure."""
         ...
 
 
@@ -86,22 +115,25 @@ class PublishedRows:
 async def publish_after_commit(published: PublishedRows, publisher: Publisher, events: Sequence[CloudEvent]) -> None:
     """Best effort; never raises: what is not published stays in the outbox for the sweep."""
     try:
-        sent = await publisher.publish(events)
+        outcome = await publisher.publish(events)
+        published.add(outcome.sent)
+        if outcome.refused:
+            await published.database.call(_park, published.database, published.outbox, outcome.refused)
     except Exception:
         log.warning("publishing after commit failed; the sweep will retry", exc_info=True)
-        return
-    published.add(sent)
 
 
 async def sweep(database: Database, outbox: Outbox, publisher: Publisher, *, limit: int = 500,
                 older_than: float = SWEEP_AFTER_SECONDS) -> int:
-    """Publish what its writers left in the outbox (rows older than `older_than` seconds); returns
-    how many were published."""
+    """Publish what its writers left in the outbox (rows older than `older_than` seconds), parking
+    those the broker refuses for good; returns how many were published."""
     rows: list[Any] = await database.call(_due, database, outbox, limit, older_than)
-    sent = await publisher.publish([event_from_json(row.event) for row in rows])
-    if sent:
-        await database.call(_delete, database, outbox, sent)
-    return len(sent)
+    outcome = await publisher.publish([event_from_json(row.event) for row in rows])
+    if outcome.sent:
+        await database.call(_delete, database, outbox, outcome.sent)
+    if outcome.refused:
+        await database.call(_park, database, outbox, outcome.refused)
+    return len(outcome.sent)
 
 
 def _due(database: Database, outbox: Outbox, limit: int, older_than: float) -> list[Any]:
@@ -110,6 +142,18 @@ def _due(database: Database, outbox: Outbox, limit: int, older_than: float) -> l
 
 def _delete(database: Database, outbox: Outbox, event_ids: list[str]) -> None:
     database.autocommit(lambda tx: tx.execute(outbox.delete, (event_ids,)))
+
+
+def _park(database: Database, outbox: Outbox, refused: list[Refusal]) -> None:
+    """Each refused row into the parked table, for an operator to read; nothing publishes it again."""
+    with database.transaction() as tx:
+        for refusal in refused:
+            tx.execute(outbox.park, (refusal.event_id, refusal.status, refusal.reason))
+
+
+def parked(tx: Tx, outbox: Outbox) -> list[Any]:
+    """The parked events: event_id, parked_at, status, reason, event."""
+    return tx.query(outbox.parked).all()
 
 
 def pending(tx: Tx, outbox: Outbox) -> list[CloudEvent]:

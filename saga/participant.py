@@ -21,8 +21,9 @@ C = TypeVar("C", bound=Command)
 Action = Callable[[Tx, str, C], Callable[[], Reply]]
 
 
-def command_handler(command_type: type[C], action: Action[C], *, source: str) -> Callable[[Tx, CloudEvent], Decide]:
-    """Adapt `action(tx, saga_id, command)` into an inbox handler (`saga.inbox.handle_once`)."""
+def command_handler(command_type: type[C], action: Action[C]) -> Callable[[Tx, CloudEvent], Decide]:
+    """Adapt `action(tx, saga_id, command)` into an inbox handler (`saga.inbox.handle_once`). Its
+    replies carry the command's HANDLER as their source, the one the saga checks."""
 
     def handle(tx: Tx, event: CloudEvent) -> Decide:
         if event["type"] != command_type.TYPE:
@@ -31,6 +32,6 @@ def command_handler(command_type: type[C], action: Action[C], *, source: str) ->
         require_extension(event, SAGA_TYPE)
         require_extension(event, SAGA_STEP)
         decide = action(tx, saga_id, from_data(command_type, event.get_data()))
-        return lambda: reply_event(decide(), command=event, source=source)
+        return lambda: reply_event(decide(), command=event, source=command_type.HANDLER)
 
     return handle

@@ -9,8 +9,15 @@ import aiohttp
 from cloudevents.http import CloudEvent
 
 from saga.eventing.binding import raw_event
+from saga.outbox import Published, Refusal
 
 log = logging.getLogger(__name__)
+
+# Answers about the event itself (malformed, too large, a media type or content it does not take):
+# the same event would be refused again, so it is parked. Any other failure (5xx, 429, 404 before
+# the broker is ready, 401/403 from a misconfigured mesh) says nothing against the event: it waits.
+REFUSED_FOR_GOOD = frozenset({400, 413, 415, 422})
+REASON_LIMIT = 1024  # of the broker's answer, kept with a parked event
 
 
 class HttpPublisher:
@@ -26,20 +33,27 @@ class HttpPublisher:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5.0, connect=2.0))
         return self._session
 
-    async def publish(self, events: Sequence[CloudEvent]) -> list[str]:
-        """The ids the broker acknowledged, in order; stops at the first one it refuses or cannot
-        take (the rest would wait out the same timeout one by one, found by `make chaos`)."""
-        sent = []
+    async def publish(self, events: Sequence[CloudEvent]) -> Published:
+        """Post each event in turn. A refusal of the event itself (REFUSED_FOR_GOOD) is reported and the
+        next event goes on; any other failure stops the batch, since the rest would wait out the same
+        fault one by one (found by `make chaos`)."""
+        published = Published()
         for event in events:
             headers, body = raw_event(event).http()
             try:
                 async with self._client().post(self.sink_url, headers=headers, data=body) as answer:
-                    await answer.read()
-                    if answer.status >= 300:
-                        log.warning("outbox: broker answered %s, event %s stays queued", answer.status, event["id"])
-                        break
+                    text = await answer.read()
+                    status = answer.status
             except (aiohttp.ClientError, TimeoutError) as exc:
                 log.warning("outbox: broker unreachable, event %s stays queued: %s", event["id"], exc)
                 break
-            sent.append(event["id"])
-        return sent
+            if status < 300:
+                published.sent.append(event["id"])
+            elif status in REFUSED_FOR_GOOD:
+                reason = text[:REASON_LIMIT].decode("utf-8", "replace")
+                log.error("outbox: broker refused event %s (%s) for good: %s", event["id"], status, reason)
+                published.refused.append(Refusal(event["id"], status, reason))
+            else:
+                log.warning("outbox: broker answered %s, event %s stays queued", status, event["id"])
+                break
+        return published

@@ -34,6 +34,20 @@ def outbox_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
+def parked_events_table(metadata: sa.MetaData) -> sa.Table:
+    """Outbox events the broker refused for good (a 4xx), moved out of the outbox so they hold back
+    nothing behind them; kept with the broker's answer for an operator."""
+    return sa.Table(
+        "outbox_parked",
+        metadata,
+        sa.Column("event_id", sa.Text, primary_key=True),
+        sa.Column("parked_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column("status", sa.Integer, nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("event", JSONB, nullable=False),
+    )
+
+
 def saga_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     """Saga instances and their append-only history."""
     instances = sa.Table(

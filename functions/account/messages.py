@@ -12,22 +12,6 @@ USER_REGISTERED = "io.knativesaga.user.registered"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ReserveCredit(Command):
-    TYPE: ClassVar[str] = "io.knativesaga.account.reservecredit"
-    customer_id: str
-    amount: Decimal
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ReleaseCredit(Command):
-    """Compensation of ReserveCredit, sent when the saga gave up waiting for its reply: gives back
-    whatever the saga holds (nothing is fine) and bars a late ReserveCredit of the same saga."""
-
-    TYPE: ClassVar[str] = "io.knativesaga.account.releasecredit"
-    customer_id: str
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
 class CreditReleased(Reply):
     amount: Decimal  # 0 when there was nothing to release
 
@@ -46,6 +30,26 @@ class CustomerNotFound(Reply):
 class CustomerCreditLimitExceeded(Reply):
     OUTCOME: ClassVar[Outcome] = Outcome.FAILURE
     available_credit: Decimal
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReserveCredit(Command):
+    TYPE: ClassVar[str] = "io.knativesaga.account.reservecredit"
+    HANDLER: ClassVar[str] = "/functions/account-reserve-credit"
+    REPLIES: ClassVar[tuple[type[Reply], ...]] = (CreditReserved, CustomerNotFound, CustomerCreditLimitExceeded)
+    customer_id: str
+    amount: Decimal
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReleaseCredit(Command):
+    """Compensation of ReserveCredit, sent when the saga gave up waiting for its reply: gives back
+    whatever the saga holds (nothing is fine) and bars a late ReserveCredit of the same saga."""
+
+    TYPE: ClassVar[str] = "io.knativesaga.account.releasecredit"
+    HANDLER: ClassVar[str] = "/functions/account-release-credit"
+    REPLIES: ClassVar[tuple[type[Reply], ...]] = (CreditReleased,)
+    customer_id: str
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -16,7 +16,7 @@ from saga.inbox import Inbox
 from saga.participant import command_handler
 
 INBOX = Inbox("accounts.inbox")
-_release_credit = command_handler(ReleaseCredit, service.release_credit, source="/functions/account-release-credit")
+_release_credit = command_handler(ReleaseCredit, service.release_credit)
 
 
 @aio.http

@@ -16,7 +16,7 @@ from saga.inbox import Inbox
 from saga.participant import command_handler
 
 INBOX = Inbox("accounts.inbox")
-_reserve_credit = command_handler(ReserveCredit, service.reserve_credit, source="/functions/account-reserve-credit")
+_reserve_credit = command_handler(ReserveCredit, service.reserve_credit)
 
 
 @aio.http

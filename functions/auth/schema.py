@@ -1,6 +1,6 @@
 """The auth service's tables, in PostgreSQL schema `auth`: users, refresh tokens (single use,
 grouped in families so a reused token revokes its whole family), failed-login counters (the login
-rate limit, shared by every auth pod) and the outbox."""
+rate limit, shared by every auth pod), the outbox and the events the broker refused for good."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 
-from saga.tables import outbox_table
+from saga.tables import outbox_table, parked_events_table
 
 metadata = sa.MetaData(schema="auth")
 
@@ -48,6 +48,7 @@ login_failures = sa.Table(
 )
 
 outbox = outbox_table(metadata)
+outbox_parked = parked_events_table(metadata)
 
 DEV_USERS = (
     # (user id, username, password env var, dev default, customer id, roles)

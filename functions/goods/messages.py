@@ -10,21 +10,6 @@ from saga.messages import Command, Outcome, Reply
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ReserveGoods(Command):
-    TYPE: ClassVar[str] = "io.knativesaga.goods.reserve"
-    goods_id: int
-    quantity: int
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ReleaseGoods(Command):
-    """Compensation of ReserveGoods: releases whatever the saga reserved (nothing is fine)."""
-
-    TYPE: ClassVar[str] = "io.knativesaga.goods.release"
-    goods_id: int
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
 class GoodsReserved(Reply):
     unit_price: Decimal  # the authoritative price; the saga checks the order total against it
 
@@ -43,3 +28,22 @@ class GoodsNotFound(Reply):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class GoodsReleased(Reply):
     quantity: int  # 0 when there was nothing to release
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReserveGoods(Command):
+    TYPE: ClassVar[str] = "io.knativesaga.goods.reserve"
+    HANDLER: ClassVar[str] = "/functions/goods-reserve"
+    REPLIES: ClassVar[tuple[type[Reply], ...]] = (GoodsReserved, GoodsStockLimit, GoodsNotFound)
+    goods_id: int
+    quantity: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReleaseGoods(Command):
+    """Compensation of ReserveGoods: releases whatever the saga reserved (nothing is fine)."""
+
+    TYPE: ClassVar[str] = "io.knativesaga.goods.release"
+    HANDLER: ClassVar[str] = "/functions/goods-release"
+    REPLIES: ClassVar[tuple[type[Reply], ...]] = (GoodsReleased,)
+    goods_id: int

@@ -15,7 +15,7 @@ from saga.inbox import Inbox
 from saga.participant import command_handler
 
 INBOX = Inbox("goods.inbox")
-_release = command_handler(ReleaseGoods, service.release_goods, source="/functions/goods-release")
+_release = command_handler(ReleaseGoods, service.release_goods)
 
 
 @aio.http

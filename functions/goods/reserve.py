@@ -15,7 +15,7 @@ from saga.inbox import Inbox
 from saga.participant import command_handler
 
 INBOX = Inbox("goods.inbox")
-_reserve = command_handler(ReserveGoods, service.reserve_goods, source="/functions/goods-reserve")
+_reserve = command_handler(ReserveGoods, service.reserve_goods)
 
 
 @aio.http

@@ -1,11 +1,12 @@
 """The order service's tables, in its own PostgreSQL schema `orders`: orders, the idempotency keys of
-order requests, the CreateOrderSaga's instances and history, its inbox and its outbox."""
+order requests, the CreateOrderSaga's instances and history, its inbox, its outbox and the events the
+broker refused for good."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from saga.tables import inbox_table, outbox_table, saga_tables, upgrade_saga_tables
+from saga.tables import inbox_table, outbox_table, parked_events_table, saga_tables, upgrade_saga_tables
 
 metadata = sa.MetaData(schema="orders")
 
@@ -39,6 +40,7 @@ order_requests = sa.Table(
 saga_instances, saga_history = saga_tables(metadata)
 inbox = inbox_table(metadata)
 outbox = outbox_table(metadata)
+outbox_parked = parked_events_table(metadata)
 
 
 def upgrade(conn: sa.Connection) -> None:

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from cloudevents.http import CloudEvent
+from psycopg_pool import PoolTimeout
 
 from functions.order.create_order_saga import CreateOrderSagaData, create_order_saga
 from functions.platform.config import settings
@@ -21,6 +24,8 @@ from saga.messages import stable_id
 from saga.outbox import Outbox
 from saga.store import PostgresSagaStore
 from saga.transaction import Database, Tx
+
+log = logging.getLogger(__name__)
 
 store = PostgresSagaStore("orders")
 saga_engine = SagaEngine(create_order_saga, store, step_timeout=settings().step_timeout)
@@ -71,15 +76,24 @@ def place_order(
 
 def expire_overdue(database: Database, *, limit: int = 500) -> list[CloudEvent]:
     """The stuck-saga sweep: every overdue saga times out (or re-sends its overdue compensation),
-    one transaction each, its command queued in the outbox with it. Returns the commands."""
+    one transaction each, its command queued in the outbox with it. Returns the commands. A saga
+    that cannot be expired (data that no longer decodes, a failing handler) is logged with its id
+    and rolled back, and the sweep goes on with the others; a database that is away stops it."""
     overdue = database.autocommit(lambda tx: store.overdue(tx, create_order_saga.name, limit))
     queued = []
     for saga_id in overdue:
-        with database.transaction() as tx:
-            command = saga_engine.expire(tx, saga_id)
-            if command is not None:
-                outbox_.add(tx, outbox, command)
-                queued.append(command)
+        try:
+            with database.transaction() as tx:
+                command = saga_engine.expire(tx, saga_id)
+                if command is not None:
+                    outbox_.add(tx, outbox, command)
+        except (psycopg.OperationalError, PoolTimeout):
+            raise  # the database is away: every other saga would fail the same way; the next ping retries
+        except Exception:
+            log.exception("saga %s could not be expired; the sweep goes on with the others", saga_id)
+            continue
+        if command is not None:
+            queued.append(command)
     return queued
 
 

@@ -41,22 +41,27 @@ raise SystemExit("the crash point did not fire")
 
 
 class Sink:
-    """A stand-in broker ingress: answers with the queued statuses, records what it accepted."""
+    """A stand-in broker ingress: answers with the queued statuses (or the status set for an event
+    id in `refuse`), records what it accepted."""
 
     def __init__(self, statuses: list[int]) -> None:
         self.statuses = statuses
+        self.refuse: dict[str, int] = {}
         self.accepted: list[CloudEvent] = []
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                status = sink.statuses.pop(0) if sink.statuses else 202
+                refused = sink.refuse.get(self.headers.get("ce-id", ""))
+                status = refused or (sink.statuses.pop(0) if sink.statuses else 202)
                 if status < 300:
                     sink.accepted.append(from_http(dict(self.headers), body))
+                answer = b"refused by the test" if refused else b""
                 self.send_response(status)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
+                self.wfile.write(answer)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -162,3 +167,75 @@ def test_a_fresh_row_is_left_to_its_writer(database: Database, sink: Sink) -> No
     asyncio.run(outbox_.sweep(database, service.outbox, HttpPublisher(sink.url)))
     assert command["id"] not in {event["id"] for event in sink.accepted}
     assert command["id"] in outbox_ids(database)
+
+
+def place(database: Database, label: str) -> CloudEvent:
+    _, command = database.run_sync(lambda tx: service.place_order(
+        tx, placed_by=label, customer_id="12223", goods_id=1, goods_total=1, order_total=Decimal("37"),
+        idempotency_key=f"{label}-{uuid.uuid4().hex}",
+    ))
+    assert command is not None
+    return command
+
+
+def parked_ids(database: Database) -> dict[str, int]:
+    return {row.event_id: row.status for row in database.autocommit(lambda tx: outbox_.parked(tx, service.outbox))}
+
+
+def test_a_row_the_broker_refuses_for_good_is_parked_and_the_rows_behind_it_go_out(
+    database: Database, sink: Sink
+) -> None:
+    """A 4xx is permanent: the row moves to the parked table with the answer; the sweep goes on with
+    the next rows, and the next sweep does not meet the poisoned one again."""
+    sink.statuses.clear()
+    before, poisoned, after = (place(database, f"poison-{n}") for n in range(3))
+    sink.refuse[poisoned["id"]] = 400
+
+    async def sweeps() -> tuple[int, int]:
+        publisher = HttpPublisher(sink.url)
+        return (await outbox_.sweep(database, service.outbox, publisher, older_than=0),
+                await outbox_.sweep(database, service.outbox, publisher, older_than=0))
+
+    first, second = asyncio.run(sweeps())
+    assert first >= 2 and second == 0
+    accepted = [event["id"] for event in sink.accepted]
+    assert before["id"] in accepted and after["id"] in accepted and poisoned["id"] not in accepted
+    assert not {before["id"], poisoned["id"], after["id"]} & outbox_ids(database)
+    assert parked_ids(database)[poisoned["id"]] == 400
+    [row] = [r for r in database.autocommit(lambda tx: outbox_.parked(tx, service.outbox))
+             if r.event_id == poisoned["id"]]
+    assert row.reason == "refused by the test" and row.event["type"] == "io.knativesaga.goods.reserve"
+
+
+@pytest.mark.parametrize("status", [429, 403, 503])
+def test_a_failure_that_says_nothing_against_the_event_leaves_the_row_queued(
+    database: Database, sink: Sink, status: int
+) -> None:
+    """Busy, a misconfigured mesh, a broker fault: nothing is parked, the row waits for the next sweep."""
+    sink.statuses.clear()
+    command = place(database, f"busy-{status}")
+    sink.refuse[command["id"]] = status
+    published = outbox_.PublishedRows(database, service.outbox)
+
+    async def publish() -> None:
+        await outbox_.publish_after_commit(published, HttpPublisher(sink.url), [command])
+        await published.drained()
+
+    asyncio.run(publish())
+    assert command["id"] in outbox_ids(database)
+    assert command["id"] not in parked_ids(database)
+
+
+def test_a_refused_event_published_after_commit_is_parked(database: Database, sink: Sink) -> None:
+    sink.statuses.clear()
+    command = place(database, "refused-at-once")
+    sink.refuse[command["id"]] = 413
+    published = outbox_.PublishedRows(database, service.outbox)
+
+    async def publish() -> None:
+        await outbox_.publish_after_commit(published, HttpPublisher(sink.url), [command])
+        await published.drained()
+
+    asyncio.run(publish())
+    assert command["id"] not in outbox_ids(database)
+    assert parked_ids(database)[command["id"]] == 413

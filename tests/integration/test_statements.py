@@ -25,7 +25,7 @@ from saga.transaction import Database
 pytestmark = pytest.mark.integration
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s")
-_SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
+_SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b", re.IGNORECASE)
 
 
 def statements() -> Iterator[tuple[str, str]]:

@@ -159,3 +159,24 @@ def test_racing_reserve_and_release_never_leave_credit_held(db: sa.Engine, datab
     with db.connect() as tx:
         states = tx.execute(sa.select(held.c.state).where(held.c.saga_id.in_(sagas))).scalars().all()
     assert set(states) == {"RELEASED"} and len(states) == len(sagas)
+
+
+def test_a_saga_that_cannot_be_expired_holds_back_no_other(database: Database) -> None:
+    """The oldest overdue saga's data no longer decodes, so expiring it fails on every sweep: the
+    sweep logs it and goes on, and the healthy saga behind it times out."""
+    poisoned_id, _ = start_order(database, SHORT)
+    healthy_id, _ = start_order(database, SHORT)
+    database.autocommit(lambda tx: tx.execute(
+        "UPDATE orders.saga_instances SET data = '{\"written_by\": \"an older release\"}' WHERE saga_id = %s",
+        (poisoned_id,)))
+    try:
+        wait_overdue(database, poisoned_id)
+        wait_overdue(database, healthy_id)
+        queued = order_service.expire_overdue(database)
+        assert [c for c in queued if c["sagaid"] == healthy_id], "the healthy saga's compensation was queued"
+        assert "TIMED_OUT" in [h["event"] for h in saga(database, healthy_id)["history"]]
+        assert "TIMED_OUT" not in [h["event"] for h in saga(database, poisoned_id)["history"]]
+        assert overdue(database, poisoned_id), "rolled back: still overdue, for the next sweep"
+    finally:  # out of the other tests' sweeps
+        database.autocommit(lambda tx: tx.execute(
+            "UPDATE orders.saga_instances SET finished = true, deadline = NULL WHERE saga_id = %s", (poisoned_id,)))

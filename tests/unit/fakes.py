@@ -7,6 +7,8 @@ from typing import Any
 
 from cloudevents.http import CloudEvent
 
+from functions.account.messages import ReleaseCredit, ReserveCredit
+from functions.goods.messages import ReleaseGoods, ReserveGoods
 from saga.engine import HistoryEntry, SagaEngine, SagaInstance
 from saga.messages import Reply, reply_event
 
@@ -60,7 +62,12 @@ def applied(engine: SagaEngine[Any], tx: Any, reply: CloudEvent) -> CloudEvent |
     return engine.handle_reply(tx, reply)()
 
 
-def answer(command: CloudEvent, reply: Reply, source: str = "/test/participant") -> CloudEvent:
-    """The reply a participant would send to `command`."""
-    return reply_event(reply, command=command, source=source)
+TEST_HANDLER = "/test/participant"  # the HANDLER of the unit tests' own commands
+_HANDLERS = {command.TYPE: command.HANDLER for command in (ReserveGoods, ReleaseGoods, ReserveCredit, ReleaseCredit)}
+
+
+def answer(command: CloudEvent, reply: Reply, source: str | None = None) -> CloudEvent:
+    """The reply a participant would send to `command`: signed by the command's handler unless
+    `source` says otherwise."""
+    return reply_event(reply, command=command, source=source or _HANDLERS.get(command["type"], TEST_HANDLER))
 
