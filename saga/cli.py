@@ -16,6 +16,7 @@ _COMMANDS = {
     "infra": "localstack.infra:infra_command",
     "db-init": "functions.schemas:db_init",
     "replay": "saga.replay.command:replay",
+    "parked": "functions.parked:parked",
 }
 
 

@@ -15,9 +15,11 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from click.testing import CliRunner
 from cloudevents.http import CloudEvent, from_http
 
 from functions.order import service
+from functions.parked import parked
 from saga import outbox as outbox_
 from saga.messages import stable_id
 from saga.publisher import HttpPublisher
@@ -239,3 +241,15 @@ def test_a_refused_event_published_after_commit_is_parked(database: Database, si
     asyncio.run(publish())
     assert command["id"] not in outbox_ids(database)
     assert parked_ids(database)[command["id"]] == 413
+
+
+def test_saga_parked_lists_what_the_broker_refused(database: Database, sink: Sink) -> None:
+    sink.statuses.clear()
+    command = place(database, "listed")
+    sink.refuse[command["id"]] = 400
+    asyncio.run(outbox_.sweep(database, service.outbox, HttpPublisher(sink.url), older_than=0))
+    listed = CliRunner().invoke(parked, ["--database-url", database.pool.conninfo, "--schema", "orders"])
+    assert listed.exit_code == 0, listed.output
+    [entry] = [json.loads(line) for line in listed.output.splitlines() if json.loads(line)["eventId"] == command["id"]]
+    assert entry["status"] == 400 and entry["reason"] == "refused by the test"
+    assert entry["type"] == "io.knativesaga.goods.reserve" and entry["event"]["sagaid"] == command["sagaid"]
