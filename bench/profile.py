@@ -1,6 +1,6 @@
 """Where the CPU of the stack's Python processes goes (`make bench ARGS=--profile`): py-spy samples
-each function's gunicorn worker, the dispatcher and the gateway during one load phase. The folded
-stacks (flame graph input) are kept; the summary is the share of busy samples per package and the
+each function's process on a saga's path, the dispatcher and the gateway during one load phase. The
+folded stacks (flame graph input) are kept; the summary is the share of busy samples per package and the
 functions with the most samples of their own (py-spy leaves idle threads out)."""
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from click.testing import CliRunner
 from cloudevents.http import CloudEvent, from_http
+from psycopg.conninfo import make_conninfo
 
 from functions.order import service
 from functions.parked import parked
@@ -253,3 +254,10 @@ def test_saga_parked_lists_what_the_broker_refused(database: Database, sink: Sin
     [entry] = [json.loads(line) for line in listed.output.splitlines() if json.loads(line)["eventId"] == command["id"]]
     assert entry["status"] == 400 and entry["reason"] == "refused by the test"
     assert entry["type"] == "io.knativesaga.goods.reserve" and entry["event"]["sagaid"] == command["sagaid"]
+
+
+def test_saga_parked_says_so_when_the_database_has_no_parked_tables(database: Database) -> None:
+    elsewhere = make_conninfo(database.pool.conninfo, dbname="postgres")  # the server's own database
+    listed = CliRunner().invoke(parked, ["--database-url", elsewhere])
+    assert listed.exit_code == 1
+    assert "none of the services' parked tables is in this database" in listed.output

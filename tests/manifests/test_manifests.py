@@ -256,7 +256,7 @@ def pool_connections(env: Mapping[str, str]) -> int:
     return database.connections_held(env)
 
 
-def test_every_function_that_listens_is_counted_in_the_budget() -> None:
+def test_every_function_that_listens_is_counted_in_the_budget(overlay: Docs) -> None:
     """A function that opens a LISTEN connection (functions/platform/notices.py) holds one more than
     its pool: the budget must know it, so the list in database.py must name every such module."""
     from functions.platform import database
@@ -268,6 +268,9 @@ def test_every_function_that_listens_is_counted_in_the_budget() -> None:
     }
     assert listening, "no function opens a LISTEN connection: the search is broken"
     assert listening == database.LISTENING_SOURCES
+    # Counted only where a Service runs that source: a listener in a helper module would count nothing.
+    sources = {env.get("FUNCTION_SOURCE") for _, _, env in connections.database_clients(overlay)}
+    assert sources >= database.LISTENING_SOURCES
 
 
 def test_postgres_admits_every_pool_at_max_scale(overlay: Docs) -> None:
