@@ -89,6 +89,26 @@ def outbox_ids(database: Database) -> set[str]:
     return {event["id"] for event in database.autocommit(lambda tx: outbox_.pending(tx, service.outbox))}
 
 
+def place(database: Database, label: str) -> CloudEvent:
+    _, command = database.run_sync(lambda tx: service.place_order(
+        tx, placed_by=label, customer_id="12223", goods_id=1, goods_total=1, order_total=Decimal("37"),
+        idempotency_key=f"{label}-{uuid.uuid4().hex}",
+    ))
+    assert command is not None
+    return command
+
+
+def publish_and_drain(database: Database, publisher: HttpPublisher, commands: list[CloudEvent]) -> None:
+    """Each command published as the function that wrote it does, until its row's fate is settled."""
+    published = outbox_.PublishedRows(database, service.outbox)
+
+    async def publish() -> None:
+        await asyncio.gather(*(outbox_.publish_after_commit(published, publisher, [c]) for c in commands))
+        await published.drained()
+
+    asyncio.run(publish())
+
+
 def test_command_committed_before_a_crash_is_published_by_the_sweep(database: Database, sink: Sink) -> None:
     key = uuid.uuid4().hex
     crashed = subprocess.run(
@@ -118,19 +138,9 @@ def test_command_committed_before_a_crash_is_published_by_the_sweep(database: Da
 
 
 def test_unreachable_broker_keeps_rows(database: Database) -> None:
-    _, command = database.run_sync(lambda tx: service.place_order(
-        tx, placed_by="unreachable-test", customer_id="12223", goods_id=1, goods_total=1,
-        order_total=Decimal("37"), idempotency_key=None,
-    ))
-    assert command is not None
-    published = outbox_.PublishedRows(database, service.outbox)
-
-    async def publish() -> None:
-        # Port 9 (discard) is closed on loopback: a connection error, not an answer.
-        await outbox_.publish_after_commit(published, HttpPublisher("http://127.0.0.1:9/"), [command])
-        await published.drained()
-
-    asyncio.run(publish())
+    command = place(database, "unreachable")
+    # Port 9 (discard) is closed on loopback: a connection error, not an answer.
+    publish_and_drain(database, HttpPublisher("http://127.0.0.1:9/"), [command])
     assert command["id"] in outbox_ids(database)
 
 
@@ -138,22 +148,8 @@ def test_published_rows_leave_the_outbox_after_the_answer(database: Database, si
     """Ten orders published at once: each event reaches the broker once, and every row is deleted,
     those acknowledged while a delete ran in the next one."""
     sink.statuses.clear()  # the broker takes every event
-    commands = []
-    for n in range(10):
-        _, command = database.run_sync(lambda tx, n=n: service.place_order(
-            tx, placed_by="published-test", customer_id="12223", goods_id=1, goods_total=1,
-            order_total=Decimal("37"), idempotency_key=f"published-{uuid.uuid4().hex}-{n}",
-        ))
-        assert command is not None
-        commands.append(command)
-    published = outbox_.PublishedRows(database, service.outbox)
-
-    async def publish_all() -> None:
-        publisher = HttpPublisher(sink.url)
-        await asyncio.gather(*(outbox_.publish_after_commit(published, publisher, [c]) for c in commands))
-        await published.drained()
-
-    asyncio.run(publish_all())
+    commands = [place(database, f"published-{n}") for n in range(10)]
+    publish_and_drain(database, HttpPublisher(sink.url), commands)
     ids = {command["id"] for command in commands}
     assert not ids & outbox_ids(database)
     assert sorted(event["id"] for event in sink.accepted if event["id"] in ids) == sorted(ids)
@@ -162,23 +158,10 @@ def test_published_rows_leave_the_outbox_after_the_answer(database: Database, si
 def test_a_fresh_row_is_left_to_its_writer(database: Database, sink: Sink) -> None:
     """The sweep takes only rows older than a few seconds: a fresh one is being published by the
     function that wrote it, and taking it too would publish it twice."""
-    _, command = database.run_sync(lambda tx: service.place_order(
-        tx, placed_by="fresh-test", customer_id="12223", goods_id=1, goods_total=1,
-        order_total=Decimal("37"), idempotency_key=None,
-    ))
-    assert command is not None
+    command = place(database, "fresh")
     asyncio.run(outbox_.sweep(database, service.outbox, HttpPublisher(sink.url)))
     assert command["id"] not in {event["id"] for event in sink.accepted}
     assert command["id"] in outbox_ids(database)
-
-
-def place(database: Database, label: str) -> CloudEvent:
-    _, command = database.run_sync(lambda tx: service.place_order(
-        tx, placed_by=label, customer_id="12223", goods_id=1, goods_total=1, order_total=Decimal("37"),
-        idempotency_key=f"{label}-{uuid.uuid4().hex}",
-    ))
-    assert command is not None
-    return command
 
 
 def parked_ids(database: Database) -> dict[str, int]:
@@ -218,13 +201,7 @@ def test_a_failure_that_says_nothing_against_the_event_leaves_the_row_queued(
     sink.statuses.clear()
     command = place(database, f"busy-{status}")
     sink.refuse[command["id"]] = status
-    published = outbox_.PublishedRows(database, service.outbox)
-
-    async def publish() -> None:
-        await outbox_.publish_after_commit(published, HttpPublisher(sink.url), [command])
-        await published.drained()
-
-    asyncio.run(publish())
+    publish_and_drain(database, HttpPublisher(sink.url), [command])
     assert command["id"] in outbox_ids(database)
     assert command["id"] not in parked_ids(database)
 
@@ -233,13 +210,7 @@ def test_a_refused_event_published_after_commit_is_parked(database: Database, si
     sink.statuses.clear()
     command = place(database, "refused-at-once")
     sink.refuse[command["id"]] = 413
-    published = outbox_.PublishedRows(database, service.outbox)
-
-    async def publish() -> None:
-        await outbox_.publish_after_commit(published, HttpPublisher(sink.url), [command])
-        await published.drained()
-
-    asyncio.run(publish())
+    publish_and_drain(database, HttpPublisher(sink.url), [command])
     assert command["id"] not in outbox_ids(database)
     assert parked_ids(database)[command["id"]] == 413
 
