@@ -14,8 +14,10 @@ memory (89 MiB against 49 for an event function) and adds a fork to every cold s
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -31,6 +33,20 @@ def handed_socket() -> int | None:
     return None
 
 
+def function_app(source: str, target: str) -> Any:
+    """functions-framework's ASGI app for the function, its catch-all route matching every path.
+    That route is `/{path:path}`, whose `.*` stops at a newline: a path with an encoded one (`%0A`)
+    got Starlette's plain-text 404 instead of reaching the function, which answers problem+json."""
+    from functions_framework.aio import create_asgi_app
+    from starlette.routing import Route
+
+    app = create_asgi_app(target, source)
+    for route in app.routes:
+        if isinstance(route, Route) and route.path.endswith("{path:path}"):
+            route.path_regex = re.compile(route.path_regex.pattern, re.DOTALL)
+    return app
+
+
 @click.command()
 @click.option("--source", envvar="FUNCTION_SOURCE", required=True, help="the file that defines the function")
 @click.option("--target", envvar="FUNCTION_TARGET", required=True, help="the function's name")
@@ -39,11 +55,10 @@ def handed_socket() -> int | None:
 def main(source: str, target: str, host: str, port: int) -> None:
     """Serve one functions-framework function (ASGI) with uvicorn, in this process."""
     import uvicorn
-    from functions_framework.aio import create_asgi_app
 
     from functions.platform import activity
 
-    app = create_asgi_app(target, source)
+    app = function_app(source, target)
     counts_file = os.environ.get(activity.ENV)
     if counts_file:  # the local stack's autoscaler counts requests here (queue-proxy does in a cluster)
         app = activity.counted(app, activity.Counts(Path(counts_file)))
