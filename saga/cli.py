@@ -17,6 +17,7 @@ _COMMANDS = {
     "db-init": "functions.schemas:db_init",
     "replay": "saga.replay.command:replay",
     "parked": "functions.parked:parked",
+    "resume": "functions.resume:resume",
 }
 
 

@@ -13,6 +13,14 @@ steps turn data into a Command; `on_reply` handlers take (data, reply) and retur
 `on_timeout(handler)` takes (data) and returns the data to compensate with when the participant does
 not answer before the step deadline; the step itself is compensated too, since the participant may
 have acted and its reply be late.
+
+Failure policy (Richardson's taxonomy of saga steps). `.pivot()` marks the go/no-go step: the steps
+before it and the pivot itself are compensatable; once the pivot succeeds the saga only goes forward,
+so every step after it is retriable and has no compensation (the definition is refused otherwise).
+A compensation, or a retriable step, that fails (a FAILURE reply) or goes unanswered past its
+deadline is tried again with exponential backoff (`RetryPolicy`, given to `build`); past its budget the
+saga is PARKED for a person, who resumes it once the cause is fixed. Without a pivot every step is
+compensatable, as in Eventuate Tram.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from saga.messages import Command, Reply
 
@@ -42,6 +50,30 @@ class StepFailed(Generic[D]):
 
 def fail(data: D) -> StepFailed[D]:
     return StepFailed(data)
+
+
+class DefinitionError(ValueError):
+    """The definition is malformed; raised when it is built, never at run time."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """How often, and how far apart, a compensation or a retriable step is tried before the saga is
+    PARKED. `attempts` counts every send, the first included; the n-th retry waits
+    `first_delay * 2**(n-1)` seconds, at most `max_delay` (an unanswered command is re-sent at its
+    deadline and then waits a step timeout plus that delay)."""
+
+    attempts: int = 8
+    first_delay: float = 5.0
+    max_delay: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.first_delay <= 0 or self.max_delay < self.first_delay:
+            raise DefinitionError(f"a retry policy needs attempts >= 1 and 0 < first_delay <= max_delay: {self}")
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after the `failures`-th failed attempt (1-based)."""
+        return min(self.first_delay * 2.0 ** (max(failures, 1) - 1), self.max_delay)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,10 +111,12 @@ class SagaDefinition(Generic[D]):
     name: str
     data_type: type[D]
     steps: tuple[Step[D], ...]
+    retry: RetryPolicy = RetryPolicy()
+    pivot: int | None = None  # index of the pivot step; None: every step is compensatable
 
-
-class DefinitionError(ValueError):
-    """The definition is malformed; raised when it is built, never at run time."""
+    def retriable(self, index: int) -> bool:
+        """A step after the pivot: never compensated, tried again until it succeeds (or the saga parks)."""
+        return self.pivot is not None and index > self.pivot
 
 
 def step() -> StepBuilder[Any]:
@@ -91,15 +125,16 @@ def step() -> StepBuilder[Any]:
 
 
 class StepBuilder(Generic[D]):
-    def __init__(self, steps: list[Step[D]]) -> None:
+    def __init__(self, steps: list[Step[D]], pivot: int | None = None) -> None:
         self._steps = steps
+        self._pivot = pivot
 
     def invoke_local(self, action: LocalAction[D]) -> LocalStepBuilder[D]:
-        return LocalStepBuilder(self._steps, LocalStep(action.__name__, action))
+        return LocalStepBuilder(self._steps, LocalStep(action.__name__, action), self._pivot)
 
     def invoke_participant(self, command: CommandFactory[D]) -> ParticipantStepBuilder[D]:
         step = ParticipantStep(command.__name__, command, command_type(command), {})
-        return ParticipantStepBuilder(self._steps, step)
+        return ParticipantStepBuilder(self._steps, step, self._pivot)
 
 
 def command_type(factory: CommandFactory[Any]) -> type[Command]:
@@ -118,21 +153,38 @@ def command_type(factory: CommandFactory[Any]) -> type[Command]:
 
 
 class _StepInProgress(Generic[D]):
-    def __init__(self, steps: list[Step[D]], current: Step[D]) -> None:
+    def __init__(self, steps: list[Step[D]], current: Step[D], pivot: int | None = None) -> None:
         self._steps = steps
         self._current = current
+        self._pivot = pivot
 
     def step(self) -> StepBuilder[D]:
-        return StepBuilder([*self._steps, self._current])
+        return StepBuilder([*self._steps, self._current], self._pivot)
 
-    def build(self, *, name: str, data_type: type[D]) -> SagaDefinition[D]:
+    def pivot(self) -> Self:
+        """Mark this step as the saga's pivot: once it succeeds, the saga only goes forward."""
+        if self._pivot is not None:
+            raise DefinitionError(f"step {self._current.name}: the saga already has a pivot, "
+                                  f"{self._steps[self._pivot].name}")
+        return type(self)(self._steps, self._current, len(self._steps))
+
+    def build(self, *, name: str, data_type: type[D], retry: RetryPolicy | None = None) -> SagaDefinition[D]:
         steps = (*self._steps, self._current)
         if not dataclasses.is_dataclass(data_type):
             raise DefinitionError(f"saga data for {name} must be a dataclass, not {data_type!r}")
         names = [s.name for s in steps]
         if len(set(names)) != len(names):
             raise DefinitionError(f"{name}: step names must be unique, got {names}")
-        return SagaDefinition(name=name, data_type=data_type, steps=steps)
+        if self._pivot is not None:
+            for after in steps[self._pivot + 1:]:
+                if after.compensation is not None:
+                    raise DefinitionError(f"{name}: step {after.name} comes after the pivot, so it is never "
+                                          "compensated; it cannot have a compensation")
+                if isinstance(after, ParticipantStep) and after.on_timeout is not None:
+                    raise DefinitionError(f"{name}: step {after.name} comes after the pivot: a timeout retries "
+                                          "it, there is nothing to compensate with on_timeout")
+        return SagaDefinition(name=name, data_type=data_type, steps=steps, retry=retry or RetryPolicy(),
+                              pivot=self._pivot)
 
 
 class LocalStepBuilder(_StepInProgress[D]):
@@ -140,7 +192,7 @@ class LocalStepBuilder(_StepInProgress[D]):
         assert isinstance(self._current, LocalStep)
         if self._current.compensation is not None:
             raise DefinitionError(f"step {self._current.name} already has a compensation")
-        return LocalStepBuilder(self._steps, dataclasses.replace(self._current, compensation=action))
+        return LocalStepBuilder(self._steps, dataclasses.replace(self._current, compensation=action), self._pivot)
 
 
 class ParticipantStepBuilder(_StepInProgress[D]):
@@ -156,17 +208,19 @@ class ParticipantStepBuilder(_StepInProgress[D]):
         handlers: dict[str, tuple[type[Reply], ReplyHandler[D]]] = {
             **self._current.reply_handlers, reply_type.__name__: (reply_type, handler)
         }
-        return ParticipantStepBuilder(self._steps, dataclasses.replace(self._current, reply_handlers=handlers))
+        return ParticipantStepBuilder(self._steps, dataclasses.replace(self._current, reply_handlers=handlers),
+                                      self._pivot)
 
     def on_timeout(self, handler: TimeoutHandler[D]) -> ParticipantStepBuilder[D]:
         assert isinstance(self._current, ParticipantStep)
         if self._current.on_timeout is not None:
             raise DefinitionError(f"step {self._current.name} already has a timeout handler")
-        return ParticipantStepBuilder(self._steps, dataclasses.replace(self._current, on_timeout=handler))
+        return ParticipantStepBuilder(self._steps, dataclasses.replace(self._current, on_timeout=handler),
+                                      self._pivot)
 
     def with_compensation(self, command: CommandFactory[D]) -> ParticipantStepBuilder[D]:
         assert isinstance(self._current, ParticipantStep)
         if self._current.compensation is not None:
             raise DefinitionError(f"step {self._current.name} already has a compensation")
         return ParticipantStepBuilder(self._steps, dataclasses.replace(
-            self._current, compensation=command, compensation_type=command_type(command)))
+            self._current, compensation=command, compensation_type=command_type(command)), self._pivot)

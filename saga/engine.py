@@ -12,10 +12,14 @@ reply is two steps, so the saga's read travels with the inbox's in one round tri
 queues it, the decision it returns acts.
 
 Every awaited command has a deadline (`step_timeout` after it is sent). `expire` is what the stuck-saga
-sweep calls on an overdue saga: a forward step times out and the saga compensates, this step included
-(the participant may have acted, its reply late); an overdue compensation is sent again with the same
-id, so a lost or dead-lettered one cannot strand the saga: a participant that already acted on it
-answers again from its inbox, and whichever answer arrives first is taken.
+sweep calls on an overdue saga: a forward step before the pivot times out and the saga compensates, this
+step included (the participant may have acted, its reply late). A compensation, or a step after the
+pivot, is never given up on: unanswered, it is sent again with the same id (a participant that already
+acted answers again from its inbox; whichever answer arrives first is taken); answered with FAILURE, it
+is sent again after a backoff under a new id (the participant's inbox would answer the old one with the
+same FAILURE). Both count against the definition's `RetryPolicy`; past it the saga is PARKED: nothing is
+sent, the deadline is cleared, and it waits for `resume` (a person who fixed the cause). A late answer to
+the command a parked saga last sent still moves it on.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from cloudevents.http import CloudEvent
 
-from saga.dsl import LocalStep, ParticipantStep, SagaDefinition, StepFailed
-from saga.errors import InvalidMessage, UnknownSaga
+from saga.dsl import LocalStep, ParticipantStep, RetryPolicy, SagaDefinition, StepFailed
+from saga.errors import InvalidMessage, NotParked, UnknownSaga
 from saga.messages import (
     CAUSATION_ID,
     REPLY_KIND,
@@ -60,7 +64,29 @@ class Event(enum.StrEnum):
     COMPENSATING = "COMPENSATING"
     COMPENSATION_SENT = "COMPENSATION_SENT"
     COMPENSATION_DONE = "COMPENSATION_DONE"
+    RETRY_SCHEDULED = "RETRY_SCHEDULED"  # a compensation or retriable step failed; sent again after a backoff
+    PARKED = "PARKED"  # out of retries: waits for a person
+    RESUMED = "RESUMED"
+    SWEEP_FAILED = "SWEEP_FAILED"  # the sweep could not act on the saga (its data, a handler): counted
     FINISHED = "FINISHED"
+
+
+class SagaState(enum.StrEnum):
+    """What an operator sees (`GET /admin/sagas`), derived from the instance's flags."""
+
+    RUNNING = "RUNNING"
+    COMPENSATING = "COMPENSATING"
+    PARKED = "PARKED"
+    COMPLETED = "COMPLETED"
+    COMPENSATED = "COMPENSATED"
+
+    @classmethod
+    def of(cls, *, finished: bool, compensating: bool, parked: bool) -> SagaState:
+        if parked:
+            return cls.PARKED
+        if finished:
+            return cls.COMPENSATED if compensating else cls.COMPLETED
+        return cls.COMPENSATING if compensating else cls.RUNNING
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -73,9 +99,14 @@ class SagaInstance:
     data: dict[str, Any]  # the saga data as JSON
     awaiting: str | None  # id of the command whose reply the saga waits for
     version: int
-    # Seconds from this write until the awaited reply is overdue (None: nothing awaited); the store
-    # turns it into a deadline on its own clock.
+    # Sends of the current step's command (or compensation) so far, the first included.
+    attempt: int = 0
+    parked_reason: str | None = None  # set while PARKED: why it waits for a person
+    # Seconds from this write until the awaited reply is overdue, or a retry is due (None: nothing
+    # awaited); the store turns it into a deadline on its own clock.
     deadline_after: float | None = None
+    # Read only by `lock_overdue`: seconds the saga was past its deadline when the sweep took it.
+    overdue_by: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -117,6 +148,9 @@ class _Run(Generic[D]):
         self.compensating = instance.compensating
         self.finished = instance.finished
         self.awaiting = instance.awaiting
+        self.attempt = instance.attempt
+        self.parked_reason = instance.parked_reason
+        self.deadline_after: float | None = None  # set by whatever leaves the saga waiting
         self.history: list[HistoryEntry] = []
 
     def record(self, step: int, name: str, event: Event, **detail: Any) -> None:
@@ -129,9 +163,12 @@ class _Run(Generic[D]):
             compensating=self.compensating,
             finished=self.finished,
             awaiting=self.awaiting,
+            attempt=self.attempt,
+            parked_reason=self.parked_reason,
             data=to_data(self.data),
             version=self.instance.version + 1,
-            deadline_after=self.step_timeout if self.awaiting is not None else None,
+            deadline_after=None if self.finished or self.parked_reason is not None else self.deadline_after,
+            overdue_by=None,
         )
 
 
@@ -140,10 +177,12 @@ DEFAULT_STEP_TIMEOUT = 60.0
 
 class SagaEngine(Generic[D]):
     def __init__(self, definition: SagaDefinition[D], store: SagaStore, *,
-                 step_timeout: float = DEFAULT_STEP_TIMEOUT) -> None:
+                 step_timeout: float = DEFAULT_STEP_TIMEOUT, retry: RetryPolicy | None = None) -> None:
+        """`retry` replaces the definition's policy for this deployment (a test stack's short budget)."""
         if step_timeout <= 0:
             raise ValueError("step_timeout must be positive")
         self.definition = definition
+        self.retry = retry or definition.retry
         self.store = store
         self.step_timeout = step_timeout
         self.source = f"/sagas/{definition.name}"
@@ -201,36 +240,91 @@ class SagaEngine(Generic[D]):
         assert isinstance(current, ParticipantStep), "a saga only waits on participant steps"
         run.record(instance.step, kind, Event.REPLY_RECEIVED, outcome=str(outcome), replyId=event["id"])
         run.awaiting = None
+        run.parked_reason = None  # the answer a parked saga waited for came after all: it goes on
         if run.compensating:
-            run.record(instance.step, current.compensation_name or current.name, Event.COMPENSATION_DONE)
-            command = self._compensate(tx, run, instance.step - 1)
+            name = current.compensation_name or current.name
+            if outcome is Outcome.FAILURE:
+                command = self._retry_later(run, name, f"{name} answered {kind}")
+            else:
+                run.record(instance.step, name, Event.COMPENSATION_DONE)
+                command = self._compensate(tx, run, instance.step - 1)
         else:
             command = self._on_forward_reply(tx, run, current, kind, outcome, event.get_data())
         self.store.update(tx, run.result(), run.history)
         return command
 
     def expire(self, tx: Any, saga_id: str) -> CloudEvent | None:
-        """Act on a saga whose awaited reply is overdue; None if it is not (any more)."""
+        """Act on a saga past its deadline: its awaited reply is overdue, or a retry is due. None if it
+        is not (any more) overdue."""
         instance = self.store.lock_overdue(tx, self.definition.name, saga_id)()
-        if instance is None or instance.finished or instance.awaiting is None:
+        if instance is None or instance.finished or instance.parked_reason is not None:
             return None
         run = _Run(instance, from_data(self.definition.data_type, instance.data), self.step_timeout)
         current = self.definition.steps[instance.step]
         assert isinstance(current, ParticipantStep), "a saga only waits on participant steps"
+        # How late the sweep came: what shows that a poisoned saga holds up no other.
+        late: dict[str, Any] = {} if instance.overdue_by is None else {"overdueBy": round(instance.overdue_by, 3)}
         command: CloudEvent | None
-        if run.compensating:
-            assert current.compensation is not None
-            name = current.compensation_name or current.name
-            command = self._send(run, instance.step, name, current.compensation(run.data), Event.COMPENSATION_SENT,
-                                 "compensate", resent=True)
+        if instance.awaiting is None:  # a retry after a FAILURE is due: a new id, or the inbox answers FAILURE again
+            command = self._send_again(run, current, stable_id(saga_id, instance.step, "retry", instance.version),
+                                       attempt=run.attempt + 1, **late)
+        elif run.compensating or self.definition.retriable(instance.step):
+            policy, name = self.retry, self._name(run, current)
+            if run.attempt >= policy.attempts:
+                # The awaited id stays: a late answer to it still moves the saga on.
+                command = self._park(run, name, f"{name} unanswered after {run.attempt} attempt(s)", **late)
+            else:
+                command = self._send_again(run, current, instance.awaiting, attempt=run.attempt + 1, resent=True,
+                                           extra_wait=policy.delay(run.attempt), **late)
         else:
-            run.record(instance.step, current.name, Event.TIMED_OUT, commandId=instance.awaiting)
+            run.record(instance.step, current.name, Event.TIMED_OUT, commandId=instance.awaiting, **late)
             run.awaiting = None
             if current.on_timeout is not None:
                 run.data = current.on_timeout(run.data)
             command = self._compensate(tx, run, instance.step)
         self.store.update(tx, run.result(), run.history)
         return command
+
+    def resume(self, tx: Any, saga_id: str, *, by: str) -> CloudEvent:
+        """Take a PARKED saga up again (a person fixed the cause): its step is sent again with a fresh
+        budget, under the id it awaits if any (a participant that acted answers from its inbox), else a
+        new one. Raises UnknownSaga, NotParked, or InvalidMessage when its data still does not decode."""
+        instance = self.store.lock(tx, self.definition.name, saga_id)()
+        if instance is None:
+            raise UnknownSaga(f"no {self.definition.name} instance {saga_id}")
+        if instance.parked_reason is None:
+            raise NotParked(f"saga {saga_id} is not parked", state=SagaState.of(
+                finished=instance.finished, compensating=instance.compensating, parked=False))
+        run = _Run(instance, from_data(self.definition.data_type, instance.data), self.step_timeout)
+        current = self.definition.steps[instance.step]
+        assert isinstance(current, ParticipantStep), "a saga parks only on participant steps"
+        run.parked_reason = None
+        run.record(instance.step, self._name(run, current), Event.RESUMED, by=by, parkedFor=instance.parked_reason)
+        command_id = instance.awaiting or stable_id(saga_id, instance.step, "retry", instance.version)
+        command = self._send_again(run, current, command_id, attempt=1, resent=instance.awaiting is not None)
+        self.store.update(tx, run.result(), run.history)
+        return command
+
+    def sweep_failed(self, tx: Any, saga_id: str, reason: str) -> bool:
+        """Count a failed attempt of the sweep on a saga (its data no longer decodes, a handler raises)
+        without decoding anything: the saga is tried again after a backoff, PARKED past the budget,
+        and the sweep goes on with the others meanwhile. Returns whether it parked."""
+        instance = self.store.lock(tx, self.definition.name, saga_id)()
+        if instance is None or instance.finished or instance.parked_reason is not None:
+            return False
+        policy, attempt = self.retry, instance.attempt + 1
+        name = self.definition.steps[instance.step].name if instance.step < len(self.definition.steps) else "?"
+        history = [HistoryEntry(step=instance.step, name=name, event=Event.SWEEP_FAILED,
+                                detail={"reason": reason, "attempt": attempt})]
+        parked = None
+        if attempt >= policy.attempts:
+            parked = f"the sweep failed on it {attempt} time(s): {reason}"
+            history.append(HistoryEntry(step=instance.step, name=name, event=Event.PARKED,
+                                        detail={"reason": parked, "attempts": attempt}))
+        self.store.update(tx, dataclasses.replace(
+            instance, attempt=attempt, version=instance.version + 1, parked_reason=parked,
+            deadline_after=None if parked else policy.delay(attempt), overdue_by=None), history)
+        return parked is not None
 
     def _refusal(self, instance: SagaInstance, event: CloudEvent, answers: str, kind: str,
                  outcome: Outcome) -> str | None:
@@ -259,14 +353,20 @@ class SagaEngine(Generic[D]):
         self, tx: Any, run: _Run[D], current: ParticipantStep[D], kind: str, outcome: Outcome, data: Any
     ) -> CloudEvent | None:
         handler = current.reply_handlers.get(kind)
+        rejected = False  # the participant acted, but the saga does not accept the result
         if handler is not None:
             reply_type, handle = handler
             result = handle(run.data, from_data(reply_type, data))
-            if isinstance(result, StepFailed):
-                # The participant acted (e.g. reserved goods) but the saga rejects: undo this step too.
-                run.data = result.data
-                return self._compensate(tx, run, run.step)
-            run.data = result
+            rejected = isinstance(result, StepFailed)
+            run.data = result.data if isinstance(result, StepFailed) else result
+        if self.definition.retriable(run.step):
+            # After the pivot the saga only goes forward: a failed step is tried again.
+            if rejected or outcome is Outcome.FAILURE:
+                return self._retry_later(run, current.name, f"{current.name} answered {kind}")
+            return self._forward(tx, run, run.step + 1)
+        if rejected:
+            # The participant acted (e.g. reserved goods) but the saga rejects: undo this step too.
+            return self._compensate(tx, run, run.step)
         if outcome is Outcome.FAILURE:
             # The participant did not act: compensate the steps before it.
             return self._compensate(tx, run, run.step - 1)
@@ -306,12 +406,51 @@ class SagaEngine(Generic[D]):
         run.record(run.step, self.definition.name, Event.FINISHED, outcome="COMPENSATED")
         return None
 
+    def _retry_later(self, run: _Run[D], name: str, reason: str) -> CloudEvent | None:
+        """A compensation or retriable step failed: send it again after a backoff, or park past the budget."""
+        policy = self.retry
+        if run.attempt >= policy.attempts:
+            return self._park(run, name, f"{reason}, {run.attempt} attempt(s) of {policy.attempts}")
+        run.awaiting = None
+        run.deadline_after = policy.delay(run.attempt)
+        run.record(run.step, name, Event.RETRY_SCHEDULED, attempt=run.attempt, inSeconds=run.deadline_after,
+                   reason=reason)
+        return None
+
+    @staticmethod
+    def _park(run: _Run[D], name: str, reason: str, **detail: Any) -> CloudEvent | None:
+        """Nothing is sent: the saga waits for `resume`."""
+        run.parked_reason = reason
+        run.record(run.step, name, Event.PARKED, reason=reason, attempts=run.attempt, **detail)
+        return None
+
+    @staticmethod
+    def _name(run: _Run[D], step: ParticipantStep[D]) -> str:
+        return (step.compensation_name or step.name) if run.compensating else step.name
+
+    def _send_again(self, run: _Run[D], step: ParticipantStep[D], command_id: str, *, attempt: int,
+                    resent: bool = False, extra_wait: float = 0.0, **detail: Any) -> CloudEvent:
+        """The current step's command (or compensation) once more: a retry, a resend, a resume."""
+        if run.compensating:
+            assert step.compensation is not None
+            return self._send(run, run.step, self._name(run, step), step.compensation(run.data),
+                              Event.COMPENSATION_SENT, "compensate", command_id=command_id, attempt=attempt,
+                              resent=resent, extra_wait=extra_wait, **detail)
+        return self._send(run, run.step, step.name, step.command(run.data), Event.COMMAND_SENT, "invoke",
+                          command_id=command_id, attempt=attempt, resent=resent, extra_wait=extra_wait, **detail)
+
     def _send(self, run: _Run[D], index: int, name: str, command: Any, event: Event, direction: str,
-              *, resent: bool = False) -> CloudEvent:
+              *, command_id: str | None = None, attempt: int = 1, resent: bool = False, extra_wait: float = 0.0,
+              **detail: Any) -> CloudEvent:
         saga_id = run.instance.saga_id
-        command_id = stable_id(saga_id, index, direction)
+        # The first send of a step has the id (saga, step, direction): re-running a transition yields it again.
+        command_id = command_id or stable_id(saga_id, index, direction)
         run.awaiting = command_id
-        detail: dict[str, Any] = {"commandId": command_id, "commandType": command.TYPE}
+        run.attempt = attempt
+        run.deadline_after = self.step_timeout + extra_wait
+        detail = {"commandId": command_id, "commandType": command.TYPE, **detail}
+        if attempt > 1:
+            detail["attempt"] = attempt
         if resent:
             detail["resent"] = True
         run.record(index, name, event, **detail)

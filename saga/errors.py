@@ -27,6 +27,16 @@ class UnknownSaga(SagaError, LookupError):
     status = 422
 
 
+class NotParked(SagaError):
+    """Resume asked of a saga that is not PARKED; `state` says what it is."""
+
+    status = 409
+
+    def __init__(self, message: str, *, state: str) -> None:
+        super().__init__(message)
+        self.state = state
+
+
 class TransientFailure(SagaError):
     """An infrastructure fault (database restarting, broker unreachable): retry later."""
 

@@ -12,10 +12,13 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from saga.engine import HistoryEntry, SagaInstance
+from saga.engine import HistoryEntry, SagaInstance, SagaState
 from saga.transaction import Tx
 
-_COLUMNS = "saga_id, saga_type, step, compensating, finished, data, awaiting, version"
+_COLUMNS = "saga_id, saga_type, step, compensating, finished, data, awaiting, version, attempt, parked_reason"
+# SagaState.of in SQL, for filtering.
+_STATE = ("(CASE WHEN parked_reason IS NOT NULL THEN 'PARKED' WHEN finished AND compensating THEN 'COMPENSATED' "
+          "WHEN finished THEN 'COMPLETED' WHEN compensating THEN 'COMPENSATING' ELSE 'RUNNING' END)")
 # Seconds from now, on PostgreSQL's clock (NULL: nothing awaited).
 _DEADLINE = "now() + make_interval(secs => %(deadline_after)s::float8)"
 
@@ -24,16 +27,27 @@ class PostgresSagaStore:
     def __init__(self, schema: str) -> None:
         instances, self._history = f"{schema}.saga_instances", f"{schema}.saga_history"
         self._insert = (f"INSERT INTO {instances} ({_COLUMNS}, deadline) VALUES (%(saga_id)s, %(saga_type)s, "
-                        "%(step)s, %(compensating)s, %(finished)s, %(data)s, %(awaiting)s, %(version)s, "
-                        f"{_DEADLINE})")
+                        "%(step)s, %(compensating)s, %(finished)s, %(data)s, %(awaiting)s, %(version)s, %(attempt)s, "
+                        f"%(parked_reason)s, {_DEADLINE})")
         self._lock = f"SELECT {_COLUMNS} FROM {instances} WHERE saga_id = %s AND saga_type = %s FOR UPDATE"
-        self._lock_overdue = (f"SELECT {_COLUMNS} FROM {instances} WHERE saga_id = %s AND saga_type = %s "
-                              "AND NOT finished AND deadline < now() FOR UPDATE")
+        self._lock_overdue = (f"SELECT {_COLUMNS}, extract(epoch FROM now() - deadline)::float8 AS overdue_by "
+                              f"FROM {instances} WHERE saga_id = %s AND saga_type = %s "
+                              "AND NOT finished AND parked_reason IS NULL AND deadline < now() FOR UPDATE")
         self._update = (f"UPDATE {instances} SET step = %(step)s, compensating = %(compensating)s, "
                         "finished = %(finished)s, data = %(data)s, awaiting = %(awaiting)s, version = %(version)s, "
+                        "attempt = %(attempt)s, parked_reason = %(parked_reason)s, "
                         f"deadline = {_DEADLINE}, updated_at = now() WHERE saga_id = %(saga_id)s")
+        # Parked sagas have no deadline: the sweep never sees them.
         self._overdue = (f"SELECT saga_id FROM {instances} WHERE NOT finished AND saga_type = %s "
                          "AND deadline < now() ORDER BY deadline LIMIT %s")
+        self._list = (f"SELECT saga_id, saga_type, step, attempt, parked_reason, deadline, created_at, updated_at, "
+                      f"{_STATE} AS state, (NOT finished AND deadline < now()) IS TRUE AS overdue FROM {instances} "
+                      f"WHERE (%(state)s::text IS NULL OR {_STATE} = %(state)s) "
+                      "AND (%(saga_type)s::text IS NULL OR saga_type = %(saga_type)s) "
+                      "AND (%(older_than)s::float8 IS NULL "
+                      "OR created_at < now() - make_interval(secs => %(older_than)s)) "
+                      "ORDER BY parked_reason IS NOT NULL DESC, (NOT finished AND deadline < now()) IS TRUE DESC, "
+                      "finished, updated_at DESC LIMIT %(limit)s")
         self._describe = (f"SELECT {_COLUMNS}, deadline, created_at, updated_at FROM {instances} "
                           "WHERE saga_id = %s")
         self._history_of = f"SELECT at, step, name, event, detail FROM {self._history} WHERE saga_id = %s ORDER BY id"
@@ -64,6 +78,19 @@ class PostgresSagaStore:
             values = [v for h in history for v in (saga_id, h.step, h.name, str(h.event), Jsonb(h.detail))]
             tx.execute(f"INSERT INTO {self._history} (saga_id, step, name, event, detail) VALUES {rows}", values)
 
+    def list_sagas(self, tx: Tx, *, state: str | None = None, saga_type: str | None = None,
+             older_than: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Sagas for an operator, filtered; those that need a person first (parked, then overdue), then
+        the unfinished, then the most recently changed."""
+        found = tx.query(self._list, {"state": state, "saga_type": saga_type, "older_than": older_than,
+                                      "limit": limit})
+        return [{
+            "sagaId": row.saga_id, "sagaType": row.saga_type, "state": row.state, "currentStep": row.step,
+            "attempt": row.attempt, "parkedReason": row.parked_reason, "overdue": row.overdue,
+            "deadline": row.deadline.isoformat() if row.deadline is not None else None,
+            "createdAt": row.created_at.isoformat(), "updatedAt": row.updated_at.isoformat(),
+        } for row in found.all()]
+
     def describe(self, tx: Tx, saga_id: str) -> dict[str, Any] | None:
         """The instance and its ordered history, as served by GET /orders/{id}/saga (one round trip
         when `tx` pipelines)."""
@@ -77,6 +104,10 @@ class PostgresSagaStore:
             "currentStep": row.step,
             "compensating": row.compensating,
             "finished": row.finished,
+            "state": str(SagaState.of(finished=row.finished, compensating=row.compensating,
+                                      parked=row.parked_reason is not None)),
+            "attempt": row.attempt,
+            "parkedReason": row.parked_reason,
             "version": row.version,
             "deadline": row.deadline.isoformat() if row.deadline is not None else None,
             "data": row.data,
@@ -97,6 +128,7 @@ def _instance_of(fetch: Callable[[], Any]) -> Callable[[], SagaInstance | None]:
         return SagaInstance(
             saga_type=row.saga_type, saga_id=row.saga_id, step=row.step, compensating=row.compensating,
             finished=row.finished, data=row.data, awaiting=row.awaiting, version=row.version,
+            attempt=row.attempt, parked_reason=row.parked_reason, overdue_by=getattr(row, "overdue_by", None),
         )
 
     return instance
@@ -112,5 +144,7 @@ def _row(instance: SagaInstance) -> dict[str, Any]:
         "data": Jsonb(instance.data),
         "awaiting": instance.awaiting,
         "version": instance.version,
+        "attempt": instance.attempt,
+        "parked_reason": instance.parked_reason,
         "deadline_after": instance.deadline_after,
     }

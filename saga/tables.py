@@ -61,6 +61,10 @@ def saga_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("data", JSONB, nullable=False),
         sa.Column("awaiting", sa.Text, nullable=True),
         sa.Column("version", sa.Integer, nullable=False),
+        # Sends of the current step's command or compensation, the first included (the retry budget).
+        sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
+        # Set while PARKED (out of retries, waiting for a person): why.
+        sa.Column("parked_reason", sa.Text, nullable=True),
         # When the awaited reply is overdue (NULL: nothing awaited); read by the stuck-saga sweep.
         sa.Column("deadline", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
@@ -84,5 +88,6 @@ def saga_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
 
 def upgrade_saga_tables(conn: sa.Connection, instances: sa.Table) -> None:
     """Columns added since a table was first created (create_all adds only missing tables)."""
-    conn.execute(sa.text(f'ALTER TABLE "{instances.schema}"."{instances.name}" '
-                         "ADD COLUMN IF NOT EXISTS deadline timestamptz"))
+    table = f'"{instances.schema}"."{instances.name}"'
+    for column in ("deadline timestamptz", "attempt integer NOT NULL DEFAULT 0", "parked_reason text"):
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column}"))

@@ -31,6 +31,14 @@ class GoodsReleased(Reply):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class GoodsReleaseRefused(Reply):
+    """Nothing was given back (the item is being counted): the saga tries again later."""
+
+    OUTCOME: ClassVar[Outcome] = Outcome.FAILURE
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ReserveGoods(Command):
     TYPE: ClassVar[str] = "io.knativesaga.goods.reserve"
     HANDLER: ClassVar[str] = "/functions/goods-reserve"
@@ -45,5 +53,5 @@ class ReleaseGoods(Command):
 
     TYPE: ClassVar[str] = "io.knativesaga.goods.release"
     HANDLER: ClassVar[str] = "/functions/goods-release"
-    REPLIES: ClassVar[tuple[type[Reply], ...]] = (GoodsReleased,)
+    REPLIES: ClassVar[tuple[type[Reply], ...]] = (GoodsReleased, GoodsReleaseRefused)
     goods_id: int

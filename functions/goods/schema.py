@@ -21,6 +21,9 @@ goods = sa.Table(
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("unit_price", sa.Numeric(12, 2), nullable=False),
     sa.Column("stock", sa.Integer, nullable=False),
+    # While the item is counted, nothing is put back on its shelf: a release is refused (FAILURE) and
+    # the saga tries again later (a compensation that fails for a while).
+    sa.Column("stocktake", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.CheckConstraint("stock >= 0", name="goods_stock_not_negative"),
     sa.CheckConstraint("unit_price >= 0", name="goods_price_not_negative"),
 )
@@ -43,6 +46,13 @@ DEMO_GOODS = (
     {"id": 1, "name": "chicken", "unit_price": Decimal("37.00"), "stock": 100},
     {"id": 2, "name": "apple", "unit_price": Decimal("10.00"), "stock": 200},
 )
+
+
+def upgrade(conn: sa.Connection) -> None:
+    """Columns added since the table was first created (create_all adds only missing tables)."""
+    if sa.inspect(conn).has_table(goods.name, schema=metadata.schema):
+        conn.execute(sa.text("ALTER TABLE goods.goods ADD COLUMN IF NOT EXISTS stocktake boolean NOT NULL "
+                             "DEFAULT false"))
 
 
 def seed_catalogue(conn: sa.Connection) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from functions.goods.messages import (
     GoodsNotFound,
     GoodsReleased,
+    GoodsReleaseRefused,
     GoodsReserved,
     GoodsStockLimit,
     ReleaseGoods,
@@ -19,7 +20,7 @@ from saga.transaction import Tx
 
 # Ids and quantities are PostgreSQL integers (`::integer`): a value beyond that range is refused as
 # malformed (a 400, to the dead letters), as the API answers 404 for such an id.
-ITEM = "SELECT id, unit_price, stock FROM goods.goods WHERE id = %s::integer FOR UPDATE"
+ITEM = "SELECT id, unit_price, stock, stocktake FROM goods.goods WHERE id = %s::integer FOR UPDATE"
 HELD = "SELECT goods_id, quantity, state FROM goods.reservations WHERE saga_id = %s FOR UPDATE"
 TAKE = "UPDATE goods.goods SET stock = stock - %s WHERE id = %s"
 GIVE_BACK = "UPDATE goods.goods SET stock = stock + %s WHERE id = %s"
@@ -53,13 +54,16 @@ def reserve_goods(tx: Tx, saga_id: str, command: ReserveGoods) -> Callable[[], R
 
 def release_goods(tx: Tx, saga_id: str, command: ReleaseGoods) -> Callable[[], Reply]:
     """Give back what the saga reserved; with no reservation, leave a RELEASED marker so a late
-    ReserveGoods for the same saga reserves nothing. The item row is locked first, as reserve_goods
+    ReserveGoods for the same saga reserves nothing. During a stocktake nothing goes back on the shelf:
+    refused, the saga tries again later. The item row is locked first, as reserve_goods
     does: else a reservation committed between our read and our marker would be left held."""
-    tx.query(ITEM, (command.goods_id,))
+    item = tx.query(ITEM, (command.goods_id,))
     held = tx.query(HELD, (saga_id,))
 
     def decide() -> Reply:
-        reservation = held.one()
+        found, reservation = item.one(), held.one()
+        if reservation is not None and reservation.state == "RESERVED" and found is not None and found.stocktake:
+            return GoodsReleaseRefused(reason="STOCKTAKE")
         if reservation is None:
             tx.execute(MARK_RELEASED, (saga_id, command.goods_id))
             return GoodsReleased(quantity=0)

@@ -1,6 +1,7 @@
 """order-api (functions-framework target `order_api`): POST /orders starts a CreateOrderSaga,
-GET /orders, /orders/{id} (?wait) and /orders/{id}/saga read them. Thin edges over
-functions.order.service."""
+GET /orders, /orders/{id} (?wait) and /orders/{id}/saga read them; for admins, GET /admin/sagas lists
+sagas (those that need a person first) and POST /admin/sagas/{id}/resume takes a PARKED one up again.
+Thin edges over functions.order.service."""
 
 from __future__ import annotations
 
@@ -21,12 +22,22 @@ from functions.order.create_order_saga import ORDER_ENDED
 from functions.platform.config import settings
 from functions.platform.database import database, postgres_url
 from functions.platform.events import publish_after_commit
-from functions.platform.ids import CUSTOMER_ID, MAX_INTEGER_ID, ORDER_ID
+from functions.platform.ids import CUSTOMER_ID, MAX_INTEGER_ID, ORDER_ID, SAGA_TYPE
 from functions.platform.notices import Notices
-from functions.platform.problems import BadRequest, NotFound, Unprocessable, json_api, json_body, json_response
+from functions.platform.problems import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    Unprocessable,
+    json_api,
+    json_body,
+    json_response,
+)
 from functions.platform.routing import Router
-from functions.platform.security import Principal, authenticate, require_customer_access
+from functions.platform.security import Principal, authenticate, require_admin, require_customer_access
 from saga.crashpoints import crash_point
+from saga.engine import SagaState
+from saga.errors import InvalidMessage, NotParked, UnknownSaga
 from saga.transaction import Database
 
 MAX_WAIT_SECONDS = 30
@@ -141,6 +152,40 @@ async def _get_saga(request: Request, order_id: str) -> Response:
     return json_response(found)
 
 
+async def _list_sagas(request: Request) -> Response:
+    require_admin(await authenticate(request))
+    state = request.query_params.get("state")
+    if state is not None and state not in SagaState.__members__:
+        raise Unprocessable(f"state must be one of {', '.join(SagaState)}", field="state")
+    saga_type = request.query_params.get("type")
+    if saga_type is not None and not SAGA_TYPE.fullmatch(saga_type):
+        raise Unprocessable("type must be a saga type's name (letters, digits, _)", field="type")
+    older_than = request.query_params.get("olderThan")
+    seconds = None if older_than is None else _int_arg(request, "olderThan", default=0, low=0, high=10**8)
+    limit = _int_arg(request, "limit", default=100, low=1, high=1000)
+    found = await _db().call(_db().autocommit, lambda tx: service.store.list_sagas(
+        tx, state=state, saga_type=saga_type, older_than=seconds, limit=limit))
+    return json_response(found)
+
+
+async def _resume_saga(request: Request, saga_id: str) -> Response:
+    principal = await authenticate(request)
+    require_admin(principal)
+    if not ORDER_ID.fullmatch(saga_id):
+        raise NotFound(f"no saga {saga_id}")
+    try:
+        command = await _db().run(lambda tx: service.resume_saga(tx, saga_id, by=principal.user_id))
+    except UnknownSaga as exc:
+        raise NotFound(f"no saga {saga_id}") from exc
+    except NotParked as exc:
+        raise Conflict(f"saga {saga_id} is {exc.state}; only a PARKED saga can be resumed") from exc
+    except InvalidMessage as exc:  # what parked it is not fixed: nothing changed
+        raise Conflict(f"saga {saga_id} cannot be resumed yet: its data does not decode ({exc})") from exc
+    await publish_after_commit(service.outbox, [command])
+    found = await _db().call(_db().autocommit, lambda tx: service.store.describe(tx, saga_id))
+    return json_response(found)
+
+
 def _int_arg(request: Request, name: str, *, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
@@ -156,6 +201,8 @@ _router = Router(
         ("/orders", ["GET"], _list_orders),
         ("/orders/<order_id>", ["GET"], _get_order),
         ("/orders/<order_id>/saga", ["GET"], _get_saga),
+        ("/admin/sagas", ["GET"], _list_sagas),
+        ("/admin/sagas/<saga_id>/resume", ["POST"], _resume_saga),
     ]
 )
 

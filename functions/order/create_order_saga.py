@@ -6,6 +6,13 @@ authoritative unit price; an order whose total differs is rejected with PRICE_MI
 are released. A participant that does not answer before the step deadline rejects the order with
 TIMED_OUT; its step is compensated too, in case it acted and its reply is late. Release credit is sent
 only then: a refused credit reservation holds nothing.
+
+Reserve credit is the pivot (Richardson's go/no-go step): it is the last step that can refuse, so once
+it succeeds the saga only goes forward; approve, after it, is retriable (a local step: it commits with the
+pivot's reply or neither does) and never compensated. Every step before the pivot can be undone. A
+compensation that fails (goods refuse a return during a stocktake) or goes unanswered is tried again
+with backoff (RETRY); past the budget the saga is PARKED, the order stays PENDING, and a person resumes
+it (`saga resume`, `POST /admin/sagas/{id}/resume`).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from decimal import Decimal
 
 from functions.account.messages import CustomerCreditLimitExceeded, CustomerNotFound, ReleaseCredit, ReserveCredit
 from functions.goods.messages import GoodsNotFound, GoodsReserved, GoodsStockLimit, ReleaseGoods, ReserveGoods
-from saga.dsl import SagaDefinition, StepFailed, fail, step
+from saga.dsl import RetryPolicy, SagaDefinition, StepFailed, fail, step
 from saga.transaction import Tx
 
 # Who waits for an order to end (GET /orders/{id}?wait, the benchmark) listens here; the notice is
@@ -26,6 +33,9 @@ CREATE_ORDER = ("INSERT INTO orders.orders (order_id, customer_id, goods_id, goo
                 "placed_by) VALUES (%s, %s, %s, %s, %s, 'PENDING', %s)")
 END_ORDER = "UPDATE orders.orders SET state = %s, rejection_reason = %s, updated_at = now() WHERE order_id = %s"
 NOTIFY_END = "SELECT pg_notify(%s, %s)"
+# Sized for the cluster's one-minute sweep: a failing compensation is tried 8 times over ~11 minutes
+# (5 s, 10 s, ... 320 s apart, each wait rounded up to a sweep), an unanswered one over ~19.
+RETRY = RetryPolicy(attempts=8, first_delay=5.0, max_delay=600.0)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -122,7 +132,8 @@ create_order_saga: SagaDefinition[Data] = (
     .on_reply(CustomerCreditLimitExceeded, handle_customer_credit_limit_exceeded)
     .on_timeout(handle_timeout)
     .with_compensation(release_credit)
+    .pivot()
     .step()
     .invoke_local(approve)
-    .build(name="CreateOrderSaga", data_type=CreateOrderSagaData)
+    .build(name="CreateOrderSaga", data_type=CreateOrderSagaData, retry=RETRY)
 )

@@ -5,6 +5,7 @@ PENDING order row), the saga instance and its first command in the outbox commit
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ from psycopg_pool import PoolTimeout
 from functions.order.create_order_saga import CreateOrderSagaData, create_order_saga
 from functions.platform.config import settings
 from saga import outbox as outbox_
+from saga.dsl import RetryPolicy
 from saga.engine import SagaEngine
 from saga.messages import stable_id
 from saga.outbox import Outbox
@@ -28,7 +30,16 @@ from saga.transaction import Database, Tx
 log = logging.getLogger(__name__)
 
 store = PostgresSagaStore("orders")
-saga_engine = SagaEngine(create_order_saga, store, step_timeout=settings().step_timeout)
+
+
+def _retry() -> RetryPolicy:
+    """The definition's budget, unless the deployment sets its own (the chaos run's short one)."""
+    own, base = settings(), create_order_saga.retry
+    return dataclasses.replace(base, attempts=own.retry_attempts or base.attempts,
+                               first_delay=own.retry_first_delay or base.first_delay)
+
+
+saga_engine = SagaEngine(create_order_saga, store, step_timeout=settings().step_timeout, retry=_retry())
 outbox = Outbox("orders.outbox")
 
 ORDER_COLUMNS = ("order_id, customer_id, goods_id, goods_total, order_total, state, rejection_reason, "
@@ -75,10 +86,11 @@ def place_order(
 
 
 def expire_overdue(database: Database, *, limit: int = 500) -> list[CloudEvent]:
-    """The stuck-saga sweep: every overdue saga times out (or re-sends its overdue compensation),
-    one transaction each, its command queued in the outbox with it. Returns the commands. A saga
-    that cannot be expired (data that no longer decodes, a failing handler) is logged with its id
-    and rolled back, and the sweep goes on with the others; a database that is away stops it."""
+    """The stuck-saga sweep: every overdue saga times out, has its overdue compensation re-sent or its
+    due retry sent, one transaction each, its command queued in the outbox with it. Returns the
+    commands. A saga that cannot be expired (data that no longer decodes, a failing handler) is logged
+    with its id and rolled back, its failure counted (backoff, then PARKED), and the sweep goes on with
+    the others; a database that is away stops it."""
     overdue = database.autocommit(lambda tx: store.overdue(tx, create_order_saga.name, limit))
     queued = []
     for saga_id in overdue:
@@ -89,12 +101,35 @@ def expire_overdue(database: Database, *, limit: int = 500) -> list[CloudEvent]:
                     outbox_.add(tx, outbox, command)
         except (psycopg.OperationalError, PoolTimeout):
             raise  # the database is away: every other saga would fail the same way; the next ping retries
-        except Exception:
+        except Exception as exc:
             log.exception("saga %s could not be expired; the sweep goes on with the others", saga_id)
+            _count_sweep_failure(database, saga_id, f"{type(exc).__name__}: {exc}")
             continue
         if command is not None:
             queued.append(command)
     return queued
+
+
+def _count_sweep_failure(database: Database, saga_id: str, reason: str) -> None:
+    """Back off from the saga, and park it past the budget, so it is not first again every sweep."""
+    try:
+        with database.transaction() as tx:
+            parked = saga_engine.sweep_failed(tx, saga_id, reason[:500])
+    except (psycopg.OperationalError, PoolTimeout):
+        raise
+    except Exception:
+        log.exception("saga %s: its failure could not be counted either", saga_id)
+        return
+    if parked:
+        log.error("saga %s PARKED: the sweep failed on it past its budget (%s)", saga_id, reason)
+
+
+def resume_saga(tx: Tx, saga_id: str, *, by: str) -> CloudEvent:
+    """`POST /admin/sagas/{id}/resume` and `saga resume`: take a PARKED saga up again; its command is
+    queued in the outbox in the same transaction."""
+    command = saga_engine.resume(tx, saga_id, by=by)
+    outbox_.add(tx, outbox, command)
+    return command
 
 
 def order_view(row: Any) -> dict[str, Any]:

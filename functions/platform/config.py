@@ -30,6 +30,10 @@ class Settings:
     initial_credit: Decimal
     service_name: str
     step_timeout: float  # seconds a saga waits for a participant's reply before compensating
+    # The retry budget of compensations and retriable steps, when a deployment replaces the
+    # definition's (None: the definition's own).
+    retry_attempts: int | None
+    retry_first_delay: float | None
     login_user_failures: int  # failed logins per username within the window before 429
     login_user_window: float
     login_address_failures: int  # failed logins per client address within the window before 429
@@ -53,6 +57,8 @@ def settings() -> Settings:
         initial_credit=Decimal(env("SAGA_INITIAL_CREDIT", "100.00")),
         service_name=env("K_SERVICE", "local"),
         step_timeout=float(env("SAGA_STEP_TIMEOUT_SECONDS", "60")),
+        retry_attempts=int(value) if (value := env("SAGA_RETRY_ATTEMPTS")) else None,
+        retry_first_delay=float(value) if (value := env("SAGA_RETRY_FIRST_DELAY_SECONDS")) else None,
         login_user_failures=int(env("SAGA_LOGIN_USER_FAILURES", "5")),
         login_user_window=float(env("SAGA_LOGIN_USER_WINDOW_SECONDS", "300")),
         login_address_failures=int(env("SAGA_LOGIN_ADDRESS_FAILURES", "20")),

@@ -178,6 +178,11 @@ async def authenticate(request: Request) -> Principal:
     return principal_from(_verifier().verify(token))
 
 
+def require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise Forbidden("only an admin may do this")
+
+
 def require_customer_access(principal: Principal, customer_id: str) -> None:
     if not principal.is_admin and principal.customer_id != customer_id:
         raise Forbidden("this belongs to another customer")

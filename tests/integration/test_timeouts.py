@@ -24,6 +24,7 @@ from functions.order.create_order_saga import CreateOrderSagaData, create_order_
 from functions.order.saga_step import INBOX as ORDERS_INBOX
 from saga import outbox
 from saga.engine import SagaEngine
+from saga.errors import InvalidMessage
 from saga.messages import REPLY_KIND, reply_event
 from saga.transaction import Database
 from tests.integration.delivery import deliver
@@ -161,22 +162,49 @@ def test_racing_reserve_and_release_never_leave_credit_held(db: sa.Engine, datab
     assert set(states) == {"RELEASED"} and len(states) == len(sagas)
 
 
-def test_a_saga_that_cannot_be_expired_holds_back_no_other(database: Database) -> None:
-    """The oldest overdue saga's data no longer decodes, so expiring it fails on every sweep: the
-    sweep logs it and goes on, and the healthy saga behind it times out."""
-    poisoned_id, _ = start_order(database, SHORT)
+def test_a_saga_that_cannot_be_expired_holds_back_no_other_and_parks_past_its_budget(database: Database) -> None:
+    """The oldest overdue saga's data no longer decodes, so expiring it fails: the sweep logs it, counts
+    it (backoff), and goes on, and the healthy saga behind it times out. Past the budget the poisoned saga
+    is PARKED; once its data is repaired, resuming it sends its awaited command again."""
+    poisoned_id, first = start_order(database, SHORT)
     healthy_id, _ = start_order(database, SHORT)
     database.autocommit(lambda tx: tx.execute(
-        "UPDATE orders.saga_instances SET data = '{\"written_by\": \"an older release\"}' WHERE saga_id = %s",
-        (poisoned_id,)))
+        "UPDATE orders.saga_instances SET data = data - 'order_id' WHERE saga_id = %s", (poisoned_id,)))
     try:
         wait_overdue(database, poisoned_id)
         wait_overdue(database, healthy_id)
         queued = order_service.expire_overdue(database)
         assert [c for c in queued if c["sagaid"] == healthy_id], "the healthy saga's compensation was queued"
         assert "TIMED_OUT" in [h["event"] for h in saga(database, healthy_id)["history"]]
-        assert "TIMED_OUT" not in [h["event"] for h in saga(database, poisoned_id)["history"]]
-        assert overdue(database, poisoned_id), "rolled back: still overdue, for the next sweep"
+        failed = saga(database, poisoned_id)
+        assert [h["event"] for h in failed["history"]][-1] == "SWEEP_FAILED"
+        assert "missing field 'order_id'" in failed["history"][-1]["reason"]
+        assert not overdue(database, poisoned_id), "backed off: not first again on the next sweep"
+        budget = order_service.saga_engine.retry.attempts
+        for _ in range(budget):  # each backoff cut short: the sweep finds it again at once
+            if saga(database, poisoned_id)["state"] == "PARKED":
+                break
+            database.autocommit(lambda tx: tx.execute(
+                "UPDATE orders.saga_instances SET deadline = now() - interval '1 second' WHERE saga_id = %s",
+                (poisoned_id,)))
+            order_service.expire_overdue(database)
+        parked = saga(database, poisoned_id)
+        assert parked["state"] == "PARKED" and parked["deadline"] is None
+        assert parked["parkedReason"].startswith(f"the sweep failed on it {budget} time(s)")
+        with pytest.raises(InvalidMessage):  # not repaired yet: refused, nothing changes
+            database.run_sync(lambda tx: order_service.resume_saga(tx, poisoned_id, by="test"))
+        assert saga(database, poisoned_id)["version"] == parked["version"]
+        database.autocommit(lambda tx: tx.execute(
+            "UPDATE orders.saga_instances SET data = data || jsonb_build_object('order_id', saga_id) "
+            "WHERE saga_id = %s", (poisoned_id,)))
+        resumed = database.run_sync(lambda tx: order_service.resume_saga(tx, poisoned_id, by="test"))
+        assert resumed["id"] == first["id"], "the awaited command again: a participant that acted answers from its inbox"
+        after = saga(database, poisoned_id)
+        assert (after["state"], after["attempt"], after["parkedReason"]) == ("RUNNING", 1, None)
+        assert [h["event"] for h in after["history"]][-2:] == ["RESUMED", "COMMAND_SENT"]
+        assert resumed["id"] in database.autocommit(lambda tx: [
+            r.event_id for r in tx.query("SELECT event_id FROM orders.outbox WHERE event_id = %s",
+                                         (resumed["id"],)).all()])
     finally:  # out of the other tests' sweeps
         database.autocommit(lambda tx: tx.execute(
             "UPDATE orders.saga_instances SET finished = true, deadline = NULL WHERE saga_id = %s", (poisoned_id,)))

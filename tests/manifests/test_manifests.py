@@ -38,7 +38,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Field name .* shadows an attribu
 ISSUER = "https://auth.knative-saga.example"
 AUDIENCE = "knative-saga"
 JWKS_URI = "http://auth-api.knative-saga.svc.cluster.local/.well-known/jwks.json"
-API_PATHS = ["/orders", "/orders/*", "/goods/*", "/account/*"]
+API_PATHS = ["/orders", "/orders/*", "/admin/sagas", "/admin/sagas/*", "/goods/*", "/account/*"]
 
 
 def a_service() -> dict[str, Any]:
@@ -436,6 +436,7 @@ def test_gateway_serves_the_contract_paths_on_one_host(overlay: list[dict[str, A
     service = named(overlay, "VirtualService", "saga-api")
     assert gateway["spec"]["servers"][0]["hosts"] == [VERSIONS["INGRESS_HOST"]] == service["spec"]["hosts"]
     expected = {"/orders": "order-api", "/orders/abc": "order-api", "/orders/abc/saga": "order-api",
+                "/admin/sagas": "order-api", "/admin/sagas/abc/resume": "order-api", "/admin/other": None,
                 "/goods/1": "goods-api", "/account/12223": "account-api", "/auth/register": "auth-api",
                 "/auth/login": "auth-api", "/auth/refresh": "auth-api", "/.well-known/jwks.json": "auth-api",
                 "/healthz": None, "/ordersx": None}
