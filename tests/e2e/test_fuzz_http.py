@@ -34,7 +34,8 @@ class Bearer:
 
     def set(self, case: schemathesis.Case, data: str, ctx: schemathesis.AuthContext) -> None:
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
-SERVICE_OF = {"/auth": "auth", "/.well-known": "auth", "/orders": "order", "/admin": "order", "/goods": "goods", "/account": "account"}
+SERVICE_OF = {"/auth": "auth", "/.well-known": "auth", "/orders": "order", "/admin": "order", "/goods": "goods",
+              "/account": "account"}
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
           checks.response_schema_conformance, checks.response_headers_conformance, checks.negative_data_rejection]
 

@@ -198,7 +198,8 @@ def test_a_saga_that_cannot_be_expired_holds_back_no_other_and_parks_past_its_bu
             "UPDATE orders.saga_instances SET data = data || jsonb_build_object('order_id', saga_id) "
             "WHERE saga_id = %s", (poisoned_id,)))
         resumed = database.run_sync(lambda tx: order_service.resume_saga(tx, poisoned_id, by="test"))
-        assert resumed["id"] == first["id"], "the awaited command again: a participant that acted answers from its inbox"
+        # The awaited command again: a participant that acted on it answers from its inbox.
+        assert resumed["id"] == first["id"]
         after = saga(database, poisoned_id)
         assert (after["state"], after["attempt"], after["parkedReason"]) == ("RUNNING", 1, None)
         assert [h["event"] for h in after["history"]][-2:] == ["RESUMED", "COMMAND_SENT"]
