@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from chaos import checks
-from chaos.faults import KINDS, Injector
+from chaos.faults import Injector, faults_wanted
 from chaos.infra import ChaosInfra
 from chaos.load import Load
 from functions.account.schema import accounts
@@ -54,6 +54,10 @@ CREDIT = Decimal("1500.00")
 RECOVERY_CUSTOMER, RECOVERY_GOODS, RECOVERY_ORDERS = "chaos-recovery", 3000, 5
 RECOVERY_SECONDS = 240.0
 QUIET_SECONDS = 900.0  # a long run can end with thousands of sagas queued behind the last broker restart
+# The retry budget of the run's compensations: 4 tries, 1 s, 2 s, 4 s apart (a stocktake longer than
+# that parks sagas), and a poisoned saga parked after 3 failed sweeps.
+RETRY_ATTEMPTS, RETRY_FIRST_DELAY = 4, 1.0
+SWEEP_SECONDS = 1.0  # the PingSources' period on this run's stack (ping_every)
 
 
 @click.command()
@@ -105,14 +109,16 @@ def run(*, orders: int, faults_per_kind: int, rate: float, step_timeout: float, 
     started = time.monotonic()
     infra = ChaosInfra(repo, root, port_shift=port_shift)
     with infra as servers:
-        env = {"SAGA_STEP_TIMEOUT_SECONDS": str(step_timeout)}
-        with Stack(repo, root / "stack", servers, port_offset=PORT_OFFSET + port_shift, keep_warm=True, ping_every=1.0,
+        env = {"SAGA_STEP_TIMEOUT_SECONDS": str(step_timeout), "SAGA_RETRY_ATTEMPTS": str(RETRY_ATTEMPTS),
+               "SAGA_RETRY_FIRST_DELAY_SECONDS": str(RETRY_FIRST_DELAY)}
+        with Stack(repo, root / "stack", servers, port_offset=PORT_OFFSET + port_shift, keep_warm=True,
+                   ping_every=SWEEP_SECONDS,
                    kafka_suffix=f"-chaos-{uuid.uuid4().hex[:6]}", env=env) as stack:
             db = sa.create_engine(servers.database_url, pool_pre_ping=True)
             _seed(db)
             load = Load(stack.url("order-api"), stack.url("auth-api"), ADMIN, DEMO_USER, CUSTOMERS,
                         {item: price for item, (price, _) in GOODS.items()}, rate=rate, seed=seed)
-            injector = Injector(stack, infra, freeze_seconds=step_timeout + 3.0)
+            injector = Injector(stack, infra, db, load.resume, freeze_seconds=step_timeout + 3.0, seed=seed)
             stop_load = threading.Event()
             # Orders flow the whole time faults are injected, and on until enough were accepted.
             loader = threading.Thread(target=load.run, args=(stop_load, orders * 10), name="load", daemon=True)
@@ -124,15 +130,28 @@ def run(*, orders: int, faults_per_kind: int, rate: float, step_timeout: float, 
             stop_load.set()
             loader.join(timeout=200)
             faults_done = time.monotonic()
+            # Quiet: every saga finished or PARKED (waiting for a person); then a person resumes them.
             quiet = _quiet(db, QUIET_SECONDS if faults_per_kind > 2 else 240.0)
+            unparked = _unfinished(db, parked_too=False)
+            resumed = _resume_parked(db, load)
+            quiet += _quiet(db, 240.0)
             not_recovered, recovered_after = _recover(db, load)
             load.close()
             dead = checks.dead_letters(servers.kafka_bootstrap, stack.topology.dead_letter_topics)
-            found = checks.invariants(db, load.outcome.accepted, _initial_stock(), dead)
+            record = injector.record
+            found = checks.invariants(db, load.outcome.accepted, _initial_stock(), dead,
+                                      expected_parked_events={event_id for event_id, _ in record.poisoned_events})
+            found.update(checks.failure_policy(
+                db, budget=RETRY_ATTEMPTS, unparked=unparked, resumed=resumed, poisoned=record.poisoned_sagas,
+                poisoned_events=record.poisoned_events,
+                # A sweep that meets a poisoned saga fails it in one transaction and goes on: the others are
+                # late by a sweep period and the time the sweep takes (bounded generously on a loaded box).
+                late_bound=SWEEP_SECONDS + 5.0, parked_bound=5.0 + SWEEP_SECONDS + 5.0))
+            parked = checks.parked_sagas(db)
             found["the stack recovers: orders after the faults are approved"] = not_recovered
             outcomes = _outcomes(db)
             db.dispose()
-    record, outcome = injector.record, load.outcome
+    outcome = load.outcome
     return {
         "completed": completed,
         "seed": seed,
@@ -145,6 +164,11 @@ def run(*, orders: int, faults_per_kind: int, rate: float, step_timeout: float, 
         "killed_mid_request": record.killed_mid_request,
         "participants_frozen": dict(record.frozen),
         "records_redelivered": record.redelivered,
+        "stocktakes_seconds": record.stocktake_seconds,
+        "sagas_poisoned": len(record.poisoned_sagas),
+        "events_poisoned": len(record.poisoned_events),
+        "sagas_parked": parked,
+        "parked_resumed_at_end": len(resumed),
         "client_answers": outcome.statuses,
         "client_retries": outcome.retried,
         "logins": {"ok": outcome.logins, "failed": outcome.logins_failed},
@@ -162,9 +186,9 @@ MAX_INJECTION_FAILURES = 10  # faults that could not be injected (say, the targe
 
 
 def _inject(injector: Injector, per_kind: int, chooser: random.Random, deadline: float) -> bool:
-    """Faults at random moments, kinds in random order, until each kind reached `per_kind`. A fault
-    that could not be injected is logged, counted, and tried again later."""
-    left = Counter(dict.fromkeys(KINDS, per_kind))
+    """Faults at random moments, kinds in random order, until each kind reached `per_kind` (its share of
+    it for the slow ones). A fault that could not be injected is logged, counted, and tried again later."""
+    left = Counter(faults_wanted(per_kind))
     while +left:
         if time.monotonic() > deadline:
             log.warning("time limit reached with faults left: %s", dict(+left))
@@ -199,16 +223,39 @@ def _initial_stock() -> dict[int, int]:
     return {**DEMO_STOCK, **{item: stock for item, (_, stock) in GOODS.items()}}
 
 
+def _unfinished(db: sa.Engine, *, parked_too: bool) -> list[str]:
+    """Sagas not finished (and not PARKED unless `parked_too`)."""
+    parked = "" if parked_too else " AND parked_reason IS NULL"
+    with db.connect() as tx:
+        return list(tx.execute(sa.text(f"SELECT saga_id FROM orders.saga_instances WHERE NOT finished{parked}"))
+                    .scalars())
+
+
+def _resume_parked(db: sa.Engine, load: Load) -> list[str]:
+    """What a person does once the causes are gone (the stocktakes ended, the poisoned sagas repaired):
+    resume every PARKED saga through the admin API. The ids resumed."""
+    with db.connect() as tx:
+        parked = list(tx.execute(sa.text(
+            "SELECT saga_id FROM orders.saga_instances WHERE parked_reason IS NOT NULL ORDER BY saga_id")).scalars())
+    for saga_id in parked:
+        status = load.resume(saga_id)
+        if status not in (200, 409):
+            log.warning("resuming %s answered %s", saga_id, status)
+    if parked:
+        log.info("resumed %d parked saga(s)", len(parked))
+    return parked
+
+
 def _quiet(db: sa.Engine, limit: float) -> float:
-    """Wait (at most `limit` seconds) until no saga is unfinished and the outbox is empty; the seconds it took."""
+    """Wait (at most `limit` seconds) until every saga is finished or PARKED and the outbox is empty; the
+    seconds it took."""
     started = time.monotonic()
 
     def settled() -> bool:
         try:
             with db.connect() as tx:
-                unfinished = tx.execute(sa.text("SELECT count(*) FROM orders.saga_instances WHERE NOT finished"))
                 queued = tx.execute(sa.text("SELECT count(*) FROM orders.outbox"))
-                return unfinished.scalar_one() == 0 and queued.scalar_one() == 0
+                return not _unfinished(db, parked_too=False) and queued.scalar_one() == 0
         except sa.exc.OperationalError:
             return False
 

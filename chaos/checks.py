@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -14,7 +15,7 @@ from confluent_kafka import Consumer, TopicPartition
 from chaos.load import Order
 from functions.account.schema import credit_reservations
 from functions.goods.schema import reservations
-from functions.order.schema import orders, saga_history, saga_instances
+from functions.order.schema import orders, outbox_parked, saga_history, saga_instances
 from localstack.invariants import unbalanced_books
 
 SAMPLES = 5  # offending rows shown per invariant
@@ -38,7 +39,10 @@ def not_approved(db: sa.Engine, placed: list[Order], expected: int) -> list[Any]
 
 
 def invariants(db: sa.Engine, accepted: Iterable[Order], initial_stock: dict[int, int],
-               dead_letters: list[dict[str, str]]) -> dict[str, list[Any]]:
+               dead_letters: list[dict[str, str]], expected_parked_events: set[str] | None = None
+               ) -> dict[str, list[Any]]:
+    """`expected_parked_events`: outbox events the run made unpublishable on purpose (checked by
+    `failure_policy`); any other parked event is a violation."""
     accepted = list(accepted)
     found: dict[str, list[Any]] = {}
     with db.connect() as tx:
@@ -62,7 +66,13 @@ def invariants(db: sa.Engine, accepted: Iterable[Order], initial_stock: dict[int
     found["no order without its saga"] = [order_id for order_id in stored if order_id not in sagas]
     # Stock + reserved = initial per item, credit limit = available + reserved per account, no saga
     # unfinished, no order pending, the outbox empty (localstack/invariants.py).
-    found["books balance"] = [f"{name}: {rows[:SAMPLES]}" for name, rows in unbalanced_books(db, initial_stock).items()]
+    books = unbalanced_books(db, initial_stock)
+    if "events parked" in books:
+        unexpected = [row for row in books["events parked"]
+                      if cast(tuple[str, int], row)[0] not in (expected_parked_events or set())]
+        books = {name: rows for name, rows in books.items() if name != "events parked"} | (
+            {"events parked": unexpected} if unexpected else {})
+    found["books balance"] = [f"{name}: {rows[:SAMPLES]}" for name, rows in books.items()]
 
     no_step_twice: list[Any] = []
     unfinished: list[Any] = []
@@ -71,7 +81,10 @@ def invariants(db: sa.Engine, accepted: Iterable[Order], initial_stock: dict[int
     holdings: list[Any] = []
     for order_id, order in stored.items():
         entries = history.get(order_id, [])
-        counts = Counter((e.step, e.event) for e in entries if e.event in DONE_ONCE)
+        # A command sent again (a resend, a retry, a resume: `resent`, `attempt`, `resumed` in its entry) is the same
+        # step under the retry budget, not the step done twice; the participant's inbox dedups a resend.
+        counts = Counter((e.step, e.event) for e in entries
+                         if e.event in DONE_ONCE and not {"resent", "attempt", "resumed"} & e.detail.keys())
         twice = sorted({f"{event}@{step}" for (step, event), n in counts.items() if n > 1})
         if twice:
             no_step_twice.append((order_id, twice))
@@ -104,8 +117,62 @@ def invariants(db: sa.Engine, accepted: Iterable[Order], initial_stock: dict[int
 
     ended = {order_id for order_id, order in stored.items() if order.state in ("APPROVED", "REJECTED")}
     found["no unexplained dead letter"] = [d for d in dead_letters if d.get("sagaid") not in ended]
+    return _sampled(found)
+
+
+def _sampled(found: dict[str, list[Any]]) -> dict[str, list[Any]]:
     return {name: rows[:SAMPLES] + ([f"... {len(rows) - SAMPLES} more"] if len(rows) > SAMPLES else [])
             for name, rows in found.items()}
+
+
+def failure_policy(db: sa.Engine, *, budget: int, unparked: list[str], resumed: list[str],
+                   poisoned: list[tuple[str, datetime, datetime]], poisoned_events: list[tuple[str, datetime]],
+                   late_bound: float, parked_bound: float) -> dict[str, list[Any]]:
+    """The items that need a person. `unparked`: the sagas neither finished nor PARKED once the run was
+    quiet; `resumed`: those a person resumed after; `poisoned`: (saga, broken at, parked at);
+    `poisoned_events`: (outbox event, committed at)."""
+    found: dict[str, list[Any]] = {}
+    with db.connect() as tx:
+        over_budget = tx.execute(
+            sa.select(saga_history.c.saga_id, saga_history.c.event, saga_history.c.detail["attempt"].astext)
+            .where(saga_history.c.detail.has_key("attempt"),
+                   saga_history.c.detail["attempt"].astext.cast(sa.Integer) > budget)).all()
+        parked_ids = set(tx.execute(sa.select(saga_history.c.saga_id).where(saga_history.c.event == "PARKED"))
+                         .scalars())
+        finished = set(tx.execute(sa.select(saga_instances.c.saga_id)
+                                  .where(saga_instances.c.saga_id.in_(parked_ids | set(resumed)),
+                                         saga_instances.c.finished)).scalars())
+        late: list[Any] = []
+        for saga_id, broken_at, parked_at in poisoned:
+            late += [(r.saga_id, r.event, float(r.late)) for r in tx.execute(
+                sa.select(saga_history.c.saga_id, saga_history.c.event,
+                          saga_history.c.detail["overdueBy"].astext.label("late"))
+                .where(saga_history.c.detail.has_key("overdueBy"), saga_history.c.saga_id != saga_id,
+                       saga_history.c.at.between(broken_at, parked_at),
+                       saga_history.c.detail["overdueBy"].astext.cast(sa.Float) > late_bound))]
+        events = {r.event_id: r for r in tx.execute(
+            sa.select(outbox_parked.c.event_id, outbox_parked.c.status, outbox_parked.c.parked_at)
+            .where(outbox_parked.c.event_id.in_([event_id for event_id, _ in poisoned_events])))}
+    found["no saga retried past its budget without being PARKED"] = [*unparked, *over_budget]
+    found["every PARKED saga finishes once resumed"] = sorted((parked_ids | set(resumed)) - finished)
+    found["a poisoned saga holds back no other beyond a sweep period"] = late
+    refused = []
+    for event_id, committed_at in poisoned_events:
+        row = events.get(event_id)
+        if row is None or row.status != 413 or (row.parked_at - committed_at).total_seconds() > parked_bound:
+            refused.append((event_id, None if row is None else (row.status, str(row.parked_at - committed_at))))
+    found["an event the broker refuses is parked at its first sweep"] = refused
+    return _sampled(found)
+
+
+def parked_sagas(db: sa.Engine) -> dict[str, int]:
+    """How many sagas were PARKED during the run, by cause."""
+    with db.connect() as tx:
+        reasons = tx.execute(sa.select(saga_history.c.detail["reason"].astext)
+                             .where(saga_history.c.event == "PARKED")).scalars()
+        causes = Counter("the sweep failed" if r.startswith("the sweep failed") else
+                         "unanswered" if " unanswered " in r else "refused" for r in reasons)
+    return dict(causes)
 
 
 def _steps_to_undo(entries: list[Any]) -> list[int]:

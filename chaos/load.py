@@ -86,6 +86,13 @@ class Load:
         with self._lock:
             return self.outcome.accepted[before:]
 
+    def resume(self, saga_id: str) -> int:
+        """POST /admin/sagas/{id}/resume as the admin, retried like an order; the final status (409 when
+        a retry finds it resumed already)."""
+        url = f"{self.order_url}/admin/sagas/{saga_id}/resume"
+        answer = self._retrying(lambda: self._request("POST", url, headers={"Authorization": f"Bearer {self.token()}"}))
+        return int(answer.status_code)
+
     def _next_order(self) -> tuple[str, dict[str, object]]:
         goods_id = self.random.choice(list(self.prices))
         quantity = self.random.randint(1, 3)

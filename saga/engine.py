@@ -301,7 +301,8 @@ class SagaEngine(Generic[D]):
         run.parked_reason = None
         run.record(instance.step, self._name(run, current), Event.RESUMED, by=by, parkedFor=instance.parked_reason)
         command_id = instance.awaiting or stable_id(saga_id, instance.step, "retry", instance.version)
-        command = self._send_again(run, current, command_id, attempt=1, resent=instance.awaiting is not None)
+        command = self._send_again(run, current, command_id, attempt=1, resent=instance.awaiting is not None,
+                                   resumed=True)
         self.store.update(tx, run.result(), run.history)
         return command
 

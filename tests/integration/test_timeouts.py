@@ -4,6 +4,7 @@ including when the two race."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,7 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 from cloudevents.http import CloudEvent
 
 from functions.account import schema as account_schema
@@ -22,9 +24,9 @@ from functions.goods.messages import GoodsReserved, ReleaseGoods
 from functions.order import service as order_service
 from functions.order.create_order_saga import CreateOrderSagaData, create_order_saga
 from functions.order.saga_step import INBOX as ORDERS_INBOX
+from functions.resume import resume as resume_command
 from saga import outbox
 from saga.engine import SagaEngine
-from saga.errors import InvalidMessage
 from saga.messages import REPLY_KIND, reply_event
 from saga.transaction import Database
 from tests.integration.delivery import deliver
@@ -162,7 +164,9 @@ def test_racing_reserve_and_release_never_leave_credit_held(db: sa.Engine, datab
     assert set(states) == {"RELEASED"} and len(states) == len(sagas)
 
 
-def test_a_saga_that_cannot_be_expired_holds_back_no_other_and_parks_past_its_budget(database: Database) -> None:
+def test_a_saga_that_cannot_be_expired_holds_back_no_other_and_parks_past_its_budget(
+    database: Database, database_url: str
+) -> None:
     """The oldest overdue saga's data no longer decodes, so expiring it fails: the sweep logs it, counts
     it (backoff), and goes on, and the healthy saga behind it times out. Past the budget the poisoned saga
     is PARKED; once its data is repaired, resuming it sends its awaited command again."""
@@ -191,21 +195,26 @@ def test_a_saga_that_cannot_be_expired_holds_back_no_other_and_parks_past_its_bu
         parked = saga(database, poisoned_id)
         assert parked["state"] == "PARKED" and parked["deadline"] is None
         assert parked["parkedReason"].startswith(f"the sweep failed on it {budget} time(s)")
-        with pytest.raises(InvalidMessage):  # not repaired yet: refused, nothing changes
-            database.run_sync(lambda tx: order_service.resume_saga(tx, poisoned_id, by="test"))
+        # `saga resume`, as an operator runs it: refused while the data is not repaired, nothing changes.
+        resume = [poisoned_id, "--database-url", database_url, "--by", "operator"]
+        refused = CliRunner().invoke(resume_command, resume)
+        assert refused.exit_code == 1 and "its data still does not decode" in refused.output
         assert saga(database, poisoned_id)["version"] == parked["version"]
         database.autocommit(lambda tx: tx.execute(
             "UPDATE orders.saga_instances SET data = data || jsonb_build_object('order_id', saga_id) "
             "WHERE saga_id = %s", (poisoned_id,)))
-        resumed = database.run_sync(lambda tx: order_service.resume_saga(tx, poisoned_id, by="test"))
+        resumed = CliRunner().invoke(resume_command, resume)
+        assert resumed.exit_code == 0, resumed.output
         # The awaited command again: a participant that acted on it answers from its inbox.
-        assert resumed["id"] == first["id"]
+        assert json.loads(resumed.output) == {"sagaId": poisoned_id, "state": "RUNNING", "queued": first["type"],
+                                              "commandId": first["id"]}
+        again = CliRunner().invoke(resume_command, resume)
+        assert again.exit_code == 1 and "the saga is RUNNING; only a PARKED saga can be resumed" in again.output
         after = saga(database, poisoned_id)
         assert (after["state"], after["attempt"], after["parkedReason"]) == ("RUNNING", 1, None)
         assert [h["event"] for h in after["history"]][-2:] == ["RESUMED", "COMMAND_SENT"]
-        assert resumed["id"] in database.autocommit(lambda tx: [
-            r.event_id for r in tx.query("SELECT event_id FROM orders.outbox WHERE event_id = %s",
-                                         (resumed["id"],)).all()])
+        assert database.autocommit(lambda tx: tx.query(
+            "SELECT event_id FROM orders.outbox WHERE event_id = %s", (first["id"],)).one()) is not None
     finally:  # out of the other tests' sweeps
         database.autocommit(lambda tx: tx.execute(
             "UPDATE orders.saga_instances SET finished = true, deadline = NULL WHERE saga_id = %s", (poisoned_id,)))

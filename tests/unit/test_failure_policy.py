@@ -156,6 +156,9 @@ def test_a_compensation_failing_past_its_budget_parks_the_saga_until_resumed() -
     after = instance(engine, "r2")
     assert (after.parked_reason, after.attempt, after.deadline_after) == (None, 1, STEP_TIMEOUT)
     assert events(engine, "r2")[-2:] == [Event.RESUMED, Event.COMPENSATION_SENT]
+    store = engine.store
+    assert isinstance(store, InMemorySagaStore)
+    assert store.history["r2"][-1].detail["resumed"] is True, "marked: the step under its budget, not done twice"
     assert applied(engine, tx, answer(resumed, Released())) is None
     assert instance(engine, "r2").finished
     assert SagaState.of(finished=True, compensating=True, parked=False) is SagaState.COMPENSATED
