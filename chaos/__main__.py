@@ -58,6 +58,7 @@ QUIET_SECONDS = 900.0  # a long run can end with thousands of sagas queued behin
 # that parks sagas), and a poisoned saga parked after 3 failed sweeps.
 RETRY_ATTEMPTS, RETRY_FIRST_DELAY = 4, 1.0
 SWEEP_SECONDS = 1.0  # the PingSources' period on this run's stack (ping_every)
+CANCEL_SHARE = 0.1  # orders cancelled at once by their client, racing their approval
 
 
 @click.command()
@@ -117,7 +118,8 @@ def run(*, orders: int, faults_per_kind: int, rate: float, step_timeout: float, 
             db = sa.create_engine(servers.database_url, pool_pre_ping=True)
             _seed(db)
             load = Load(stack.url("order-api"), stack.url("auth-api"), ADMIN, DEMO_USER, CUSTOMERS,
-                        {item: price for item, (price, _) in GOODS.items()}, rate=rate, seed=seed)
+                        {item: price for item, (price, _) in GOODS.items()}, rate=rate, seed=seed,
+                        cancel_share=CANCEL_SHARE)
             injector = Injector(stack, infra, db, load.resume, freeze_seconds=step_timeout + 3.0, seed=seed)
             stop_load = threading.Event()
             # Orders flow the whole time faults are injected, and on until enough were accepted.
@@ -145,8 +147,10 @@ def run(*, orders: int, faults_per_kind: int, rate: float, step_timeout: float, 
                 db, budget=RETRY_ATTEMPTS, unparked=unparked, resumed=resumed, poisoned=record.poisoned_sagas,
                 poisoned_events=record.poisoned_events,
                 # A sweep that meets a poisoned saga fails it in one transaction and goes on: the others are
-                # late by a sweep period and the time the sweep takes (bounded generously on a loaded box).
-                late_bound=SWEEP_SECONDS + 5.0, parked_bound=5.0 + SWEEP_SECONDS + 5.0))
+                # late by a sweep period and the time the sweep takes (bounded generously on a loaded box). A
+                # refused event is parked by the relay's first sweep of it (after its 5 s grace), unless a
+                # broker restart just before left a backlog: 30 s.
+                late_bound=SWEEP_SECONDS + 5.0, parked_bound=30.0))
             parked = checks.parked_sagas(db)
             found["the stack recovers: orders after the faults are approved"] = not_recovered
             outcomes = _outcomes(db)
@@ -172,6 +176,7 @@ def run(*, orders: int, faults_per_kind: int, rate: float, step_timeout: float, 
         "client_answers": outcome.statuses,
         "client_retries": outcome.retried,
         "logins": {"ok": outcome.logins, "failed": outcome.logins_failed},
+        "cancels": outcome.cancels,
         "dead_letters": len(dead),
         "quiet_after_seconds": quiet,
         "recovered_after_seconds": recovered_after,
@@ -223,24 +228,24 @@ def _initial_stock() -> dict[int, int]:
     return {**DEMO_STOCK, **{item: stock for item, (_, stock) in GOODS.items()}}
 
 
-def _unfinished(db: sa.Engine, *, parked_too: bool) -> list[str]:
-    """Sagas not finished (and not PARKED unless `parked_too`)."""
+def _unfinished(db: sa.Engine, *, parked_too: bool) -> list[tuple[str, str]]:
+    """Sagas (type, id) not finished (and not PARKED unless `parked_too`)."""
     parked = "" if parked_too else " AND parked_reason IS NULL"
     with db.connect() as tx:
-        return list(tx.execute(sa.text(f"SELECT saga_id FROM orders.saga_instances WHERE NOT finished{parked}"))
-                    .scalars())
+        found = tx.execute(sa.text(f"SELECT saga_type, saga_id FROM orders.saga_instances WHERE NOT finished{parked}"))
+        return [(row.saga_type, row.saga_id) for row in found]
 
 
-def _resume_parked(db: sa.Engine, load: Load) -> list[str]:
+def _resume_parked(db: sa.Engine, load: Load) -> list[tuple[str, str]]:
     """What a person does once the causes are gone (the stocktakes ended, the poisoned sagas repaired):
-    resume every PARKED saga through the admin API. The ids resumed."""
+    resume every PARKED saga through the admin API. The sagas (type, id) resumed."""
     with db.connect() as tx:
-        parked = list(tx.execute(sa.text(
-            "SELECT saga_id FROM orders.saga_instances WHERE parked_reason IS NOT NULL ORDER BY saga_id")).scalars())
-    for saga_id in parked:
-        status = load.resume(saga_id)
+        parked = [(row.saga_type, row.saga_id) for row in tx.execute(sa.text(
+            "SELECT saga_type, saga_id FROM orders.saga_instances WHERE parked_reason IS NOT NULL ORDER BY 2, 1"))]
+    for saga_type, saga_id in parked:
+        status = load.resume(saga_type, saga_id)
         if status not in (200, 409):
-            log.warning("resuming %s answered %s", saga_id, status)
+            log.warning("resuming %s %s answered %s", saga_type, saga_id, status)
     if parked:
         log.info("resumed %d parked saga(s)", len(parked))
     return parked

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -21,6 +21,8 @@ from localstack.invariants import unbalanced_books
 SAMPLES = 5  # offending rows shown per invariant
 # The CreateOrderSaga's steps that have a compensation, and its name: what a rejected saga must undo.
 COMPENSATED_STEPS = {0: "reject", 1: "release_goods", 2: "release_credit"}
+CREATE, CANCEL = "CreateOrderSaga", "CancelOrderSaga"
+ENDED = ("APPROVED", "REJECTED", "CANCELLED")
 DONE_ONCE = ("STARTED", "LOCAL_DONE", "COMMAND_SENT", "TIMED_OUT", "COMPENSATING", "COMPENSATION_DONE", "FINISHED")
 
 
@@ -47,23 +49,26 @@ def invariants(db: sa.Engine, accepted: Iterable[Order], initial_stock: dict[int
     found: dict[str, list[Any]] = {}
     with db.connect() as tx:
         stored = {r.order_id: r for r in tx.execute(sa.select(orders))}
-        goods_held = {r.saga_id: r for r in tx.execute(sa.select(reservations))}
-        credit_held = {r.saga_id: r for r in tx.execute(sa.select(credit_reservations))}
-        history: dict[str, list[Any]] = defaultdict(list)
+        # What the orders' CreateOrderSagas reserved (a CancelOrderSaga only releases it).
+        goods_held = {r.saga_id: r for r in tx.execute(sa.select(reservations)
+                                                       .where(reservations.c.saga_type == CREATE))}
+        credit_held = {r.saga_id: r for r in tx.execute(sa.select(credit_reservations)
+                                                        .where(credit_reservations.c.saga_type == CREATE))}
+        history: dict[tuple[str, str], list[Any]] = defaultdict(list)  # (saga type, saga id) -> entries
         for entry in tx.execute(sa.select(saga_history).order_by(saga_history.c.id)):
-            history[entry.saga_id].append(entry)
-        sagas = {r.saga_id: r for r in tx.execute(sa.select(saga_instances))}
+            history[entry.saga_type, entry.saga_id].append(entry)
+        sagas = {(r.saga_type, r.saga_id): r for r in tx.execute(sa.select(saga_instances))}
 
     found["every accepted order is stored and ended"] = [
         (o.order_id, stored[o.order_id].state if o.order_id in stored else "missing")
-        for o in accepted if o.order_id not in stored or stored[o.order_id].state not in ("APPROVED", "REJECTED")
+        for o in accepted if o.order_id not in stored or stored[o.order_id].state not in ENDED
     ]
     found["accepted orders are stored as sent"] = [
         o.order_id for o in accepted if o.order_id in stored and (
             stored[o.order_id].customer_id, stored[o.order_id].goods_id, stored[o.order_id].goods_total,
             stored[o.order_id].order_total) != (o.customer_id, o.goods_id, o.quantity, o.total)
     ]
-    found["no order without its saga"] = [order_id for order_id in stored if order_id not in sagas]
+    found["no order without its saga"] = [order_id for order_id in stored if (CREATE, order_id) not in sagas]
     # Stock + reserved = initial per item, credit limit = available + reserved per account, no saga
     # unfinished, no order pending, the outbox empty (localstack/invariants.py).
     books = unbalanced_books(db, initial_stock)
@@ -79,20 +84,35 @@ def invariants(db: sa.Engine, accepted: Iterable[Order], initial_stock: dict[int
     uncompensated: list[Any] = []
     outcome_mismatch: list[Any] = []
     holdings: list[Any] = []
-    for order_id, order in stored.items():
-        entries = history.get(order_id, [])
-        # A command sent again (a resend, a retry, a resume: `resent`, `attempt`, `resumed` in its entry) is the same
-        # step under the retry budget, not the step done twice; the participant's inbox dedups a resend.
+    other_version: list[Any] = []
+    cancels: list[Any] = []
+    for (saga_type, saga_id), entries in history.items():
+        # A command sent again (a resend, a retry, a resume: `resent`, `attempt`, `resumed` in its entry) is the
+        # same step under the retry budget, not the step done twice; the participant's inbox dedups a resend.
         counts = Counter((e.step, e.event) for e in entries
                          if e.event in DONE_ONCE and not {"resent", "attempt", "resumed"} & e.detail.keys())
         twice = sorted({f"{event}@{step}" for (step, event), n in counts.items() if n > 1})
         if twice:
-            no_step_twice.append((order_id, twice))
+            no_step_twice.append((saga_type, saga_id, twice))
         finished = [e for e in entries if e.event == "FINISHED"]
         if len(finished) != 1:
-            unfinished.append(order_id)
+            unfinished.append((saga_type, saga_id))
+        started = [e.detail.get("definitionVersion") for e in entries if e.event == "STARTED"]
+        versions = {*started, *(e.detail.get("definitionVersion") for e in finished)}
+        instance = sagas.get((saga_type, saga_id))
+        if instance is not None and versions - {None, instance.definition_version}:
+            other_version.append((saga_type, saga_id, sorted(v for v in versions if v is not None),
+                                  instance.definition_version))
+    for order_id, order in stored.items():
+        entries = history.get((CREATE, order_id), [])
+        counts = Counter((e.step, e.event) for e in entries if e.event == "COMPENSATION_DONE")
+        finished = [e for e in entries if e.event == "FINISHED"]
+        cancel = [e for e in history.get((CANCEL, order_id), []) if e.event == "FINISHED"]
+        if (order.state == "CANCELLED") != bool(cancel) or any(e.detail.get("outcome") != "COMPLETED" for e in cancel):
+            cancels.append((order_id, order.state, [e.detail.get("outcome") for e in cancel]))
+        if len(finished) != 1:
             continue
-        expected = "COMPLETED" if order.state == "APPROVED" else "COMPENSATED"
+        expected = "COMPENSATED" if order.state == "REJECTED" else "COMPLETED"  # APPROVED, later CANCELLED
         if finished[0].detail.get("outcome") != expected:
             outcome_mismatch.append((order_id, order.state, finished[0].detail.get("outcome")))
         if order.state == "REJECTED":
@@ -114,8 +134,10 @@ def invariants(db: sa.Engine, accepted: Iterable[Order], initial_stock: dict[int
     found["saga outcome matches the order state"] = outcome_mismatch
     found["every completed step of a rejected saga compensated"] = uncompensated
     found["participants hold exactly what approved orders took"] = holdings
+    found["every cancelled order's cancel completed, and only theirs"] = cancels
+    found["every saga finished on the version it started with"] = other_version
 
-    ended = {order_id for order_id, order in stored.items() if order.state in ("APPROVED", "REJECTED")}
+    ended = {order_id for order_id, order in stored.items() if order.state in ENDED}
     found["no unexplained dead letter"] = [d for d in dead_letters if d.get("sagaid") not in ended]
     return _sampled(found)
 
@@ -125,43 +147,52 @@ def _sampled(found: dict[str, list[Any]]) -> dict[str, list[Any]]:
             for name, rows in found.items()}
 
 
-def failure_policy(db: sa.Engine, *, budget: int, unparked: list[str], resumed: list[str],
-                   poisoned: list[tuple[str, datetime, datetime]], poisoned_events: list[tuple[str, datetime]],
+def failure_policy(db: sa.Engine, *, budget: int, unparked: list[Any], resumed: list[tuple[str, str]],
+                   poisoned: list[tuple[str, str, datetime]], poisoned_events: list[tuple[str, datetime]],
                    late_bound: float, parked_bound: float) -> dict[str, list[Any]]:
     """The items that need a person. `unparked`: the sagas neither finished nor PARKED once the run was
-    quiet; `resumed`: those a person resumed after; `poisoned`: (saga, broken at, parked at);
+    quiet; `resumed`: (type, id) of those a person resumed after; `poisoned`: (type, id, parked at);
     `poisoned_events`: (outbox event, committed at)."""
     found: dict[str, list[Any]] = {}
+    key = sa.tuple_(saga_history.c.saga_type, saga_history.c.saga_id)
     with db.connect() as tx:
         over_budget = tx.execute(
             sa.select(saga_history.c.saga_id, saga_history.c.event, saga_history.c.detail["attempt"].astext)
             .where(saga_history.c.detail.has_key("attempt"),
                    saga_history.c.detail["attempt"].astext.cast(sa.Integer) > budget)).all()
-        parked_ids = set(tx.execute(sa.select(saga_history.c.saga_id).where(saga_history.c.event == "PARKED"))
-                         .scalars())
-        finished = set(tx.execute(sa.select(saga_instances.c.saga_id)
-                                  .where(saga_instances.c.saga_id.in_(parked_ids | set(resumed)),
-                                         saga_instances.c.finished)).scalars())
+        parked = {(r.saga_type, r.saga_id) for r in tx.execute(
+            sa.select(saga_history.c.saga_type, saga_history.c.saga_id).where(saga_history.c.event == "PARKED"))}
+        finished = {(r.saga_type, r.saga_id) for r in tx.execute(
+            sa.select(saga_instances.c.saga_type, saga_instances.c.saga_id).where(saga_instances.c.finished))}
         late: list[Any] = []
-        for saga_id, broken_at, parked_at in poisoned:
+        for saga_type, saga_id, parked_at in poisoned:
+            # From the sweep's first failure on it to a sweep after it was parked: every other expiry came
+            # on time (a sweep that stalled on it would show as late expiries in or just after the window).
+            first_failure = tx.execute(sa.select(sa.func.min(saga_history.c.at)).where(
+                key == sa.tuple_(sa.literal(saga_type), sa.literal(saga_id)),
+                saga_history.c.event == "SWEEP_FAILED")).scalar_one()
+            if first_failure is None:
+                late.append((saga_type, saga_id, "never failed the sweep"))
+                continue
             late += [(r.saga_id, r.event, float(r.late)) for r in tx.execute(
                 sa.select(saga_history.c.saga_id, saga_history.c.event,
                           saga_history.c.detail["overdueBy"].astext.label("late"))
-                .where(saga_history.c.detail.has_key("overdueBy"), saga_history.c.saga_id != saga_id,
-                       saga_history.c.at.between(broken_at, parked_at),
+                .where(saga_history.c.detail.has_key("overdueBy"),
+                       key != sa.tuple_(sa.literal(saga_type), sa.literal(saga_id)),
+                       saga_history.c.at.between(first_failure, parked_at + timedelta(seconds=late_bound)),
                        saga_history.c.detail["overdueBy"].astext.cast(sa.Float) > late_bound))]
         events = {r.event_id: r for r in tx.execute(
             sa.select(outbox_parked.c.event_id, outbox_parked.c.status, outbox_parked.c.parked_at)
             .where(outbox_parked.c.event_id.in_([event_id for event_id, _ in poisoned_events])))}
     found["no saga retried past its budget without being PARKED"] = [*unparked, *over_budget]
-    found["every PARKED saga finishes once resumed"] = sorted((parked_ids | set(resumed)) - finished)
+    found["every PARKED saga finishes once resumed"] = sorted((parked | set(resumed)) - finished)
     found["a poisoned saga holds back no other beyond a sweep period"] = late
     refused = []
     for event_id, committed_at in poisoned_events:
         row = events.get(event_id)
         if row is None or row.status != 413 or (row.parked_at - committed_at).total_seconds() > parked_bound:
             refused.append((event_id, None if row is None else (row.status, str(row.parked_at - committed_at))))
-    found["an event the broker refuses is parked at its first sweep"] = refused
+    found["an event the broker refuses for good is parked, holding back nothing"] = refused
     return _sampled(found)
 
 

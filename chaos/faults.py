@@ -66,20 +66,20 @@ class Record:
     frozen: Counter[str] = field(default_factory=Counter)
     redelivered: int = 0
     stocktake_seconds: list[float] = field(default_factory=list)
-    # (saga id, when its data was broken, when the sweep parked it), on PostgreSQL's clock
-    poisoned_sagas: list[tuple[str, datetime, datetime]] = field(default_factory=list)
+    # (saga type, saga id, when the sweep parked it), on PostgreSQL's clock
+    poisoned_sagas: list[tuple[str, str, datetime]] = field(default_factory=list)
     poisoned_events: list[tuple[str, datetime]] = field(default_factory=list)  # (outbox event id, committed at)
     failed: Counter[str] = field(default_factory=Counter)  # faults that could not be injected, per kind
     seconds: dict[str, float] = field(default_factory=dict)  # time spent injecting/recovering, per kind
 
 
 class Injector:
-    def __init__(self, stack: Stack, infra: ChaosInfra, db: sa.Engine, resume: Callable[[str], int], *,
+    def __init__(self, stack: Stack, infra: ChaosInfra, db: sa.Engine, resume: Callable[[str, str], int], *,
                  freeze_seconds: float, seed: int) -> None:
         self.stack = stack
         self.infra = infra
         self.db = db
-        self.resume = resume  # POST /admin/sagas/{id}/resume as the admin; the status
+        self.resume = resume  # (saga type, saga id) -> POST /admin/sagas/{id}/resume as the admin; the status
         self.freeze_seconds = freeze_seconds
         self.random = random.Random(seed)
         self.record = Record()
@@ -214,22 +214,24 @@ class Injector:
         """A saga in flight whose data stops decoding (a field dropped, as a release that changed the data
         class without a migration would leave it): the sweep fails on it alone, backs off and parks it,
         while every other overdue saga goes on. Then it is repaired and resumed, as an operator would."""
-        picked = _in_flight.where(saga_instances.c.data.has_key("customer_id")).with_for_update(skip_locked=True).cte()
+        picked = (_in_flight.where(saga_instances.c.data.has_key("customer_id"))
+                  .with_for_update(skip_locked=True).cte())
         poison = (sa.update(saga_instances).where(saga_instances.c.saga_id == picked.c.saga_id)
                   .values(data=saga_instances.c.data.op("-")("customer_id"))
-                  .returning(saga_instances.c.saga_id, picked.c.customer, sa.func.now()))
+                  .where(saga_instances.c.saga_type == picked.c.saga_type)
+                  .returning(saga_instances.c.saga_type, saga_instances.c.saga_id, picked.c.customer, sa.func.now()))
         deadline = time.monotonic() + 30
         while (found := self._write(poison)) is None:  # a saga in flight: at 2 orders/s, not every moment
             if time.monotonic() > deadline:
                 raise RuntimeError("no saga in flight to poison within 30 s")
             time.sleep(0.02)
-        saga_id, customer, poisoned_at = found
+        saga_type, saga_id, customer, poisoned_at = found
         parked_at = None
 
         def parked() -> bool:
             nonlocal parked_at
             row = self._read(sa.select(saga_instances.c.parked_reason, saga_instances.c.finished, sa.func.now())
-                             .where(saga_instances.c.saga_id == saga_id))
+                             .where(saga_instances.c.saga_id == saga_id, saga_instances.c.saga_type == saga_type))
             if row is not None and row.parked_reason is not None:
                 parked_at = row.now
             return parked_at is not None or (row is not None and row.finished)
@@ -238,13 +240,14 @@ class Injector:
             wait_until(parked, timeout=WAIT_PARKED_SECONDS, what=f"poisoned saga {saga_id} to be parked", interval=0.2)
         finally:  # the operator's fix: the field back; then resume
             repaired = saga_instances.c.data.op("||")(sa.func.jsonb_build_object("customer_id", customer))
-            self._write(sa.update(saga_instances).where(saga_instances.c.saga_id == saga_id).values(data=repaired))
+            self._write(sa.update(saga_instances).values(data=repaired)
+                        .where(saga_instances.c.saga_id == saga_id, saga_instances.c.saga_type == saga_type))
         if parked_at is None:
             raise RuntimeError(f"poisoned saga {saga_id} finished without being parked")
-        status = self.resume(saga_id)
+        status = self.resume(saga_type, saga_id)
         if status not in (200, 409):  # 409: resumed already (a retried request) or moved on by a late reply
             raise RuntimeError(f"resuming {saga_id} answered {status}")
-        self.record.poisoned_sagas.append((saga_id, poisoned_at, parked_at))
+        self.record.poisoned_sagas.append((saga_type, saga_id, parked_at))
         log.info("poisoned saga %s: parked after %.1f s, repaired and resumed", saga_id,
                  (parked_at - poisoned_at).total_seconds())
 
@@ -276,7 +279,8 @@ class Injector:
 
 
 # A saga awaiting a participant, not parked: one to poison. Its customer id is kept to repair it.
-_in_flight = (sa.select(saga_instances.c.saga_id, saga_instances.c.data["customer_id"].label("customer"))
+_in_flight = (sa.select(saga_instances.c.saga_type, saga_instances.c.saga_id,
+                        saga_instances.c.data["customer_id"].label("customer"))
               .where(~saga_instances.c.finished, saga_instances.c.parked_reason.is_(None),
                      saga_instances.c.awaiting.is_not(None))
               .order_by(saga_instances.c.updated_at.desc()).limit(1))

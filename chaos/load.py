@@ -43,11 +43,15 @@ class Outcome:
     statuses: dict[str, int] = field(default_factory=dict)
     logins: int = 0
     logins_failed: int = 0
+    # Cancels placed right after their order (racing its approval): accepted, or refused for good with
+    # the order's state (REJECTED: nothing to cancel), or given up.
+    cancels: dict[str, int] = field(default_factory=dict)
 
 
 class Load:
     def __init__(self, order_url: str, auth_url: str, admin: tuple[str, str], user: tuple[str, str],
-                 customers: list[str], prices: dict[int, Decimal], *, rate: float, seed: int) -> None:
+                 customers: list[str], prices: dict[int, Decimal], *, rate: float, seed: int,
+                 cancel_share: float = 0.0) -> None:
         self.order_url = order_url
         self.auth_url = auth_url
         self.admin = admin
@@ -55,6 +59,7 @@ class Load:
         self.customers = customers
         self.prices = prices
         self.rate = rate
+        self.cancel_share = cancel_share
         self.random = random.Random(seed)
         self.outcome = Outcome()
         self._lock = threading.Lock()
@@ -82,18 +87,18 @@ class Load:
         before = len(self.outcome.accepted)
         for _ in range(count):
             self._place((str(uuid.uuid4()), {"customerId": customer_id, "goodsId": goods_id, "goodsTotal": 1,
-                                             "orderTotal": {"amount": str(self.prices[goods_id])}}))
+                                             "orderTotal": {"amount": str(self.prices[goods_id])}}, False))
         with self._lock:
             return self.outcome.accepted[before:]
 
-    def resume(self, saga_id: str) -> int:
-        """POST /admin/sagas/{id}/resume as the admin, retried like an order; the final status (409 when
-        a retry finds it resumed already)."""
-        url = f"{self.order_url}/admin/sagas/{saga_id}/resume"
+    def resume(self, saga_type: str, saga_id: str) -> int:
+        """POST /admin/sagas/{id}/resume?type= as the admin, retried like an order; the final status (409
+        when a retry finds it resumed already)."""
+        url = f"{self.order_url}/admin/sagas/{saga_id}/resume?type={saga_type}"
         answer = self._retrying(lambda: self._request("POST", url, headers={"Authorization": f"Bearer {self.token()}"}))
         return int(answer.status_code)
 
-    def _next_order(self) -> tuple[str, dict[str, object]]:
+    def _next_order(self) -> tuple[str, dict[str, object], bool]:
         goods_id = self.random.choice(list(self.prices))
         quantity = self.random.randint(1, 3)
         total = self.prices[goods_id] * quantity
@@ -101,10 +106,10 @@ class Load:
             total += Decimal("1.00")
         body = {"customerId": self.random.choice(self.customers), "goodsId": goods_id, "goodsTotal": quantity,
                 "orderTotal": {"amount": str(total)}}
-        return str(uuid.uuid4()), body
+        return str(uuid.uuid4()), body, self.random.random() < self.cancel_share
 
-    def _place(self, order: tuple[str, dict[str, object]]) -> None:
-        key, body = order
+    def _place(self, order: tuple[str, dict[str, object], bool]) -> None:
+        key, body, then_cancel = order
         try:
             answer = self._retrying(lambda: self._post(key, body))
         except tenacity.RetryError:
@@ -121,6 +126,33 @@ class Load:
                        int(body["goodsTotal"]), amount)  # type: ignore[call-overload]
         with self._lock:
             self.outcome.accepted.append(placed)
+        if then_cancel:
+            self._cancel(placed.order_id)
+
+    def _cancel(self, order_id: str) -> None:
+        """Cancel at once, racing the order's approval: while it is PENDING the answer is 409 with
+        Retry-After, which a careful client honours (bounded by RETRY_SECONDS)."""
+        deadline, outcome = time.monotonic() + RETRY_SECONDS, "gave up"
+        while time.monotonic() < deadline:
+            try:
+                answer = self._retrying(lambda: self._request(
+                    "POST", f"{self.order_url}/orders/{order_id}/cancel",
+                    headers={"Authorization": f"Bearer {self.token()}"}))
+            except Exception:
+                break
+            if answer.status_code == 202:
+                outcome = "accepted"
+                break
+            if answer.status_code == 409 and "Retry-After" in answer.headers:
+                time.sleep(min(float(answer.headers["Retry-After"]), 5.0))
+                continue
+            state = answer.json().get("detail", "").split(" is ")[-1].split(":")[0] if answer.status_code == 409 else ""
+            # CANCEL_PENDING or CANCELLED: an earlier try was taken, its answer lost (a retried 5xx).
+            outcome = ("accepted" if state in ("CANCEL_PENDING", "CANCELLED")
+                       else f"refused: {state or answer.status_code}")
+            break
+        with self._lock:
+            self.outcome.cancels[outcome] = self.outcome.cancels.get(outcome, 0) + 1
 
     def _post(self, key: str, body: dict[str, object]) -> dict[str, str]:
         answer = self._request("POST", f"{self.order_url}/orders", json=body,

@@ -24,7 +24,9 @@ CONNECT_TIMEOUT_SECONDS = 5
 @click.option("--database-url", default=lambda: settings().database_url,
               show_default="$DATABASE_URL, else the dev stack's")
 @click.option("--by", default="cli", show_default=True, help="Who resumes it (kept in the saga's history).")
-def resume(order_id: str, database_url: str, by: str) -> None:
+@click.option("--type", "saga_type", default=None,
+              help="The saga type (CreateOrderSaga, CancelOrderSaga); default: the one parked over ORDER_ID.")
+def resume(order_id: str, database_url: str, by: str, saga_type: str | None) -> None:
     """Resume the PARKED saga of ORDER_ID."""
     if not ORDER_ID.fullmatch(order_id):
         raise click.BadParameter("an order id is a UUID", param_hint="ORDER_ID")
@@ -33,17 +35,21 @@ def resume(order_id: str, database_url: str, by: str) -> None:
     try:
         with psycopg.connect(postgres_url(database_url), connect_timeout=CONNECT_TIMEOUT_SECONDS) as connection:
             with connection.transaction():
-                command = service.resume_saga(Tx(connection), order_id, by=by)
+                command = service.resume_saga(Tx(connection), order_id, by=by, saga_type=saga_type)
             with connection.transaction():
-                found = service.store.describe(Tx(connection), order_id)
+                found = {s["sagaType"]: s for s in service.store.describe(Tx(connection), order_id)}
     except UnknownSaga as exc:
         raise click.ClickException(f"no saga for order {order_id}") from exc
+    except service.AmbiguousSaga as exc:
+        raise click.ClickException(f"{exc} (--type)") from exc
     except NotParked as exc:
         raise click.ClickException(f"the saga is {exc.state}; only a PARKED saga can be resumed") from exc
     except InvalidMessage as exc:
         raise click.ClickException(f"not resumed: its data still does not decode ({exc})") from exc
-    except psycopg.Error as exc:
+    except psycopg.OperationalError as exc:
         raise click.ClickException(f"the database could not be reached: {exc}") from exc
-    assert found is not None
-    click.echo(json.dumps({"sagaId": order_id, "state": found["state"], "queued": command["type"],
-                           "commandId": command["id"]}))
+    except psycopg.Error as exc:
+        raise click.ClickException(f"the database refused it: {exc}") from exc
+    resumed = found[command["sagatype"]]
+    click.echo(json.dumps({"sagaId": order_id, "sagaType": resumed["sagaType"], "state": resumed["state"],
+                           "queued": command["type"], "commandId": command["id"]}))

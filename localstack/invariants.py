@@ -15,6 +15,11 @@ from functions.order.schema import orders, outbox, outbox_parked, saga_instances
 DEMO_STOCK: dict[int, int] = {cast(int, item["id"]): cast(int, item["stock"]) for item in DEMO_GOODS}
 
 
+def held_for_order(table: sa.Table) -> sa.ColumnElement[bool]:
+    """A participant's reservation taken by an order's CreateOrderSaga (its cancel only releases it)."""
+    return sa.and_(table.c.saga_type == "CreateOrderSaga", table.c.saga_id == orders.c.order_id)
+
+
 def unbalanced_books(db: sa.Engine, initial_stock: Mapping[int, int] = DEMO_STOCK) -> dict[str, list[object]]:
     """Every violated invariant with its offending rows; empty when the books balance.
     `initial_stock`: the items to check, with the stock each started with."""
@@ -51,20 +56,28 @@ def unbalanced_books(db: sa.Engine, initial_stock: Mapping[int, int] = DEMO_STOC
                 ).all()
             ),
             "unfinished sagas": list(tx.execute(sa.select(saga_instances.c.saga_id).where(~saga_instances.c.finished))),
-            "pending orders": list(tx.execute(sa.select(orders.c.order_id).where(orders.c.state == "PENDING"))),
+            "pending orders": list(tx.execute(sa.select(orders.c.order_id, orders.c.state)
+                                              .where(orders.c.state.in_(("PENDING", "CANCEL_PENDING"))))),
             "approved orders without reserved goods": list(
                 tx.execute(
                     sa.select(orders.c.order_id)
-                    .outerjoin(reservations, reservations.c.saga_id == orders.c.order_id)
+                    .outerjoin(reservations, held_for_order(reservations))
                     .where(orders.c.state == "APPROVED")
                     .where(sa.func.coalesce(reservations.c.state, "") != "RESERVED")
                 )
             ),
-            "rejected orders still holding goods": list(
+            "rejected or cancelled orders still holding goods": list(
                 tx.execute(
-                    sa.select(orders.c.order_id)
-                    .join(reservations, reservations.c.saga_id == orders.c.order_id)
-                    .where(orders.c.state == "REJECTED", reservations.c.state == "RESERVED")
+                    sa.select(orders.c.order_id, orders.c.state)
+                    .join(reservations, held_for_order(reservations))
+                    .where(orders.c.state.in_(("REJECTED", "CANCELLED")), reservations.c.state == "RESERVED")
+                )
+            ),
+            "rejected or cancelled orders still holding credit": list(
+                tx.execute(
+                    sa.select(orders.c.order_id, orders.c.state)
+                    .join(credit_reservations, held_for_order(credit_reservations))
+                    .where(orders.c.state.in_(("REJECTED", "CANCELLED")), credit_reservations.c.state == "RESERVED")
                 )
             ),
             "outbox not empty": list(tx.execute(sa.select(outbox.c.event_id))),

@@ -18,6 +18,7 @@ _COMMANDS = {
     "replay": "saga.replay.command:replay",
     "parked": "functions.parked:parked",
     "resume": "functions.resume:resume",
+    "versions": "functions.versions:versions",
 }
 
 

@@ -26,6 +26,8 @@ compensatable, as in Eventuate Tram.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, Self, TypeVar
@@ -113,6 +115,9 @@ class SagaDefinition(Generic[D]):
     steps: tuple[Step[D], ...]
     retry: RetryPolicy = RetryPolicy()
     pivot: int | None = None  # index of the pivot step; None: every step is compensatable
+    # Bumped whenever what a saga in flight depends on changes (`fingerprint`); each instance runs on the
+    # version it started with.
+    version: int = 1
 
     def retriable(self, index: int) -> bool:
         """A step after the pivot: never compensated, tried again until it succeeds (or the saga parks)."""
@@ -168,7 +173,8 @@ class _StepInProgress(Generic[D]):
                                   f"{self._steps[self._pivot].name}")
         return type(self)(self._steps, self._current, len(self._steps))
 
-    def build(self, *, name: str, data_type: type[D], retry: RetryPolicy | None = None) -> SagaDefinition[D]:
+    def build(self, *, name: str, data_type: type[D], retry: RetryPolicy | None = None,
+              version: int = 1) -> SagaDefinition[D]:
         steps = (*self._steps, self._current)
         if not dataclasses.is_dataclass(data_type):
             raise DefinitionError(f"saga data for {name} must be a dataclass, not {data_type!r}")
@@ -183,8 +189,10 @@ class _StepInProgress(Generic[D]):
                 if isinstance(after, ParticipantStep) and after.on_timeout is not None:
                     raise DefinitionError(f"{name}: step {after.name} comes after the pivot: a timeout retries "
                                           "it, there is nothing to compensate with on_timeout")
+        if version < 1:
+            raise DefinitionError(f"{name}: versions start at 1")
         return SagaDefinition(name=name, data_type=data_type, steps=steps, retry=retry or RetryPolicy(),
-                              pivot=self._pivot)
+                              pivot=self._pivot, version=version)
 
 
 class LocalStepBuilder(_StepInProgress[D]):
@@ -224,3 +232,34 @@ class ParticipantStepBuilder(_StepInProgress[D]):
             raise DefinitionError(f"step {self._current.name} already has a compensation")
         return ParticipantStepBuilder(self._steps, dataclasses.replace(
             self._current, compensation=command, compensation_type=command_type(command)), self._pivot)
+
+
+def fingerprint(definition: SagaDefinition[Any]) -> str:
+    """A digest of everything a saga in flight depends on: its data's fields and types, each step's kind,
+    name, command and compensation types, the replies it handles (and their fields: it decodes them), its
+    timeout handler, and the pivot. The same version must always have the same fingerprint (the test over
+    `functions/saga_versions.json`). Left out, as safe for sagas in flight: the retry budget, and the
+    commands' fields (a command is built afresh from the data when it is sent)."""
+
+    def fields(cls: type[Any]) -> list[list[str]]:
+        hints = typing.get_type_hints(cls)
+        return [[f.name, _type_name(hints[f.name])] for f in dataclasses.fields(cls)]
+
+    steps: list[dict[str, Any]] = []
+    for each in definition.steps:
+        if isinstance(each, LocalStep):
+            steps.append({"local": each.name, "compensation": each.compensation_name})
+            continue
+        steps.append({
+            "participant": each.name, "command": each.command_type.TYPE,
+            "compensation": None if each.compensation_type is None else each.compensation_type.TYPE,
+            "replies": {name: fields(reply) for name, (reply, _) in sorted(each.reply_handlers.items())},
+            "onTimeout": each.on_timeout is not None,
+        })
+    described = {"name": definition.name, "version": definition.version, "data": fields(definition.data_type),
+                 "steps": steps, "pivot": definition.pivot}
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint)

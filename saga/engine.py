@@ -3,7 +3,7 @@ transaction, and returns the one command to send next (or None).
 
 A transition runs local steps inline, stops at the next participant step (its command is the
 result) and records every move in the append-only history. Command ids are derived from
-(saga id, step, direction), so re-running a transition after a rollback yields identical events.
+(saga type, saga id, step, direction), so re-running a transition after a rollback yields identical events.
 A reply is applied only if it answers the command the saga is waiting for, at its step, from that
 command's handler and as one of its replies; anything else (duplicate, stale, late, misrouted,
 from a buggy participant) is recorded as ignored, with the reason. The source is what the sender
@@ -31,8 +31,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from cloudevents.http import CloudEvent
 
-from saga.dsl import LocalStep, ParticipantStep, RetryPolicy, SagaDefinition, StepFailed
-from saga.errors import InvalidMessage, NotParked, UnknownSaga
+from saga.dsl import DefinitionError, LocalStep, ParticipantStep, RetryPolicy, SagaDefinition, StepFailed
+from saga.errors import InvalidMessage, NotParked, UnknownDefinition, UnknownSaga
 from saga.messages import (
     CAUSATION_ID,
     REPLY_KIND,
@@ -102,6 +102,8 @@ class SagaInstance:
     # Sends of the current step's command (or compensation) so far, the first included.
     attempt: int = 0
     parked_reason: str | None = None  # set while PARKED: why it waits for a person
+    definition_version: int = 1  # the definition it started on, and runs on to its end
+    step_name: str | None = None  # the current step's name (None once finished forward): checked on load
     # Seconds from this write until the awaited reply is overdue, or a retry is due (None: nothing
     # awaited); the store turns it into a deadline on its own clock.
     deadline_after: float | None = None
@@ -134,14 +136,15 @@ class SagaStore(Protocol):
         """Write `instance` (its version already incremented); the caller holds its lock."""
         ...
 
-    def append(self, tx: Any, saga_id: str, history: Sequence[HistoryEntry]) -> None: ...
+    def append(self, tx: Any, saga_type: str, saga_id: str, history: Sequence[HistoryEntry]) -> None: ...
 
 
 class _Run(Generic[D]):
     """The mutable working state of one transition."""
 
-    def __init__(self, instance: SagaInstance, data: D, step_timeout: float) -> None:
+    def __init__(self, instance: SagaInstance, definition: SagaDefinition[D], data: D, step_timeout: float) -> None:
         self.instance = instance
+        self.definition = definition
         self.step_timeout = step_timeout
         self.data = data
         self.step = instance.step
@@ -165,6 +168,8 @@ class _Run(Generic[D]):
             awaiting=self.awaiting,
             attempt=self.attempt,
             parked_reason=self.parked_reason,
+            definition_version=self.definition.version,
+            step_name=self.definition.steps[self.step].name if self.step < len(self.definition.steps) else None,
             data=to_data(self.data),
             version=self.instance.version + 1,
             deadline_after=None if self.finished or self.parked_reason is not None else self.deadline_after,
@@ -177,12 +182,23 @@ DEFAULT_STEP_TIMEOUT = 60.0
 
 class SagaEngine(Generic[D]):
     def __init__(self, definition: SagaDefinition[D], store: SagaStore, *,
-                 step_timeout: float = DEFAULT_STEP_TIMEOUT, retry: RetryPolicy | None = None) -> None:
-        """`retry` replaces the definition's policy for this deployment (a test stack's short budget)."""
+                 older: Sequence[SagaDefinition[Any]] = (), step_timeout: float = DEFAULT_STEP_TIMEOUT,
+                 retry: RetryPolicy | None = None) -> None:
+        """New sagas start on `definition`; those started on an `older` version of it run on that one to
+        their end, so keep a version here while it has sagas in flight (`saga versions`). `retry`
+        replaces the definitions' policy for this deployment (a test stack's short budget)."""
         if step_timeout <= 0:
             raise ValueError("step_timeout must be positive")
         self.definition = definition
-        self.retry = retry or definition.retry
+        self.definitions: dict[int, SagaDefinition[Any]] = {}
+        for version in (*older, definition):
+            if version.name != definition.name or version.version in self.definitions:
+                raise DefinitionError(f"{version.name} v{version.version}: not another version of "
+                                      f"{definition.name} (or a version given twice)")
+            self.definitions[version.version] = version
+        if max(self.definitions) != definition.version:
+            raise DefinitionError(f"{definition.name}: new sagas must start on the newest version")
+        self.retry_override = retry
         self.store = store
         self.step_timeout = step_timeout
         self.source = f"/sagas/{definition.name}"
@@ -198,9 +214,10 @@ class SagaEngine(Generic[D]):
             data=to_data(data),
             awaiting=None,
             version=0,
+            definition_version=self.definition.version,
         )
-        run = _Run(instance, data, self.step_timeout)
-        run.record(0, self.definition.name, Event.STARTED)
+        run = _Run(instance, self.definition, data, self.step_timeout)
+        run.record(0, self.definition.name, Event.STARTED, definitionVersion=self.definition.version)
         command = self._forward(tx, run, 0)
         self.store.insert(tx, run.result(), run.history)
         return command
@@ -229,14 +246,15 @@ class SagaEngine(Generic[D]):
         if refused is not None:
             self.store.append(
                 tx,
+                instance.saga_type,
                 saga_id,
                 [HistoryEntry(step=instance.step, name=kind, event=Event.REPLY_IGNORED,
                               detail={"replyId": event["id"], "answers": answers, "reason": refused})],
             )
             return None
 
-        run = _Run(instance, from_data(self.definition.data_type, instance.data), self.step_timeout)
-        current = self.definition.steps[instance.step]
+        run = self._run(instance)
+        current = run.definition.steps[instance.step]
         assert isinstance(current, ParticipantStep), "a saga only waits on participant steps"
         run.record(instance.step, kind, Event.REPLY_RECEIVED, outcome=str(outcome), replyId=event["id"])
         run.awaiting = None
@@ -259,17 +277,20 @@ class SagaEngine(Generic[D]):
         instance = self.store.lock_overdue(tx, self.definition.name, saga_id)()
         if instance is None or instance.finished or instance.parked_reason is not None:
             return None
-        run = _Run(instance, from_data(self.definition.data_type, instance.data), self.step_timeout)
-        current = self.definition.steps[instance.step]
+        run = self._run(instance)
+        current = run.definition.steps[instance.step]
         assert isinstance(current, ParticipantStep), "a saga only waits on participant steps"
         # How late the sweep came: what shows that a poisoned saga holds up no other.
         late: dict[str, Any] = {} if instance.overdue_by is None else {"overdueBy": round(instance.overdue_by, 3)}
         command: CloudEvent | None
-        if instance.awaiting is None:  # a retry after a FAILURE is due: a new id, or the inbox answers FAILURE again
-            command = self._send_again(run, current, stable_id(saga_id, instance.step, "retry", instance.version),
-                                       attempt=run.attempt + 1, **late)
-        elif run.compensating or self.definition.retriable(instance.step):
-            policy, name = self.retry, self._name(run, current)
+        if instance.awaiting is None and run.attempt >= self._retry(run).attempts:  # the budget shrank meanwhile
+            command = self._park(run, self._name(run, current), f"out of retries ({run.attempt} attempt(s))", **late)
+        elif instance.awaiting is None:  # a retry after a FAILURE is due: a new id, or the inbox answers it again
+            command = self._send_again(
+                run, current, stable_id(self.definition.name, saga_id, instance.step, "retry", instance.version),
+                attempt=run.attempt + 1, **late)
+        elif run.compensating or run.definition.retriable(instance.step):
+            policy, name = self._retry(run), self._name(run, current)
             if run.attempt >= policy.attempts:
                 # The awaited id stays: a late answer to it still moves the saga on.
                 command = self._park(run, name, f"{name} unanswered after {run.attempt} attempt(s)", **late)
@@ -295,12 +316,13 @@ class SagaEngine(Generic[D]):
         if instance.parked_reason is None:
             raise NotParked(f"saga {saga_id} is not parked", state=SagaState.of(
                 finished=instance.finished, compensating=instance.compensating, parked=False))
-        run = _Run(instance, from_data(self.definition.data_type, instance.data), self.step_timeout)
-        current = self.definition.steps[instance.step]
+        run = self._run(instance)
+        current = run.definition.steps[instance.step]
         assert isinstance(current, ParticipantStep), "a saga parks only on participant steps"
         run.parked_reason = None
         run.record(instance.step, self._name(run, current), Event.RESUMED, by=by, parkedFor=instance.parked_reason)
-        command_id = instance.awaiting or stable_id(saga_id, instance.step, "retry", instance.version)
+        command_id = instance.awaiting or stable_id(self.definition.name, saga_id, instance.step, "retry",
+                                                    instance.version)
         command = self._send_again(run, current, command_id, attempt=1, resent=instance.awaiting is not None,
                                    resumed=True)
         self.store.update(tx, run.result(), run.history)
@@ -309,17 +331,19 @@ class SagaEngine(Generic[D]):
     def sweep_failed(self, tx: Any, saga_id: str, reason: str) -> bool:
         """Count a failed attempt of the sweep on a saga (its data no longer decodes, a handler raises)
         without decoding anything: the saga is tried again after a backoff, PARKED past the budget,
-        and the sweep goes on with the others meanwhile. Returns whether it parked."""
-        instance = self.store.lock(tx, self.definition.name, saga_id)()
+        and the sweep goes on with the others meanwhile. Returns whether it parked. Only a saga still
+        overdue is counted: one a reply moved on meanwhile, or another sweep counted already, is not."""
+        instance = self.store.lock_overdue(tx, self.definition.name, saga_id)()
         if instance is None or instance.finished or instance.parked_reason is not None:
             return False
-        policy, attempt = self.retry, instance.attempt + 1
-        name = self.definition.steps[instance.step].name if instance.step < len(self.definition.steps) else "?"
+        known = self.definitions.get(instance.definition_version)
+        policy, attempt = self.retry_override or (known or self.definition).retry, instance.attempt + 1
+        name = instance.step_name or "?"
         history = [HistoryEntry(step=instance.step, name=name, event=Event.SWEEP_FAILED,
                                 detail={"reason": reason, "attempt": attempt})]
         parked = None
         if attempt >= policy.attempts:
-            parked = f"the sweep failed on it {attempt} time(s): {reason}"
+            parked = f"the sweep failed on it, attempt {attempt} of {policy.attempts}: {reason}"
             history.append(HistoryEntry(step=instance.step, name=name, event=Event.PARKED,
                                         detail={"reason": parked, "attempts": attempt}))
         self.store.update(tx, dataclasses.replace(
@@ -337,7 +361,7 @@ class SagaEngine(Generic[D]):
             return "it answers no command the saga awaits"
         if event.get(SAGA_STEP) != str(instance.step):
             return f"it is for step {event.get(SAGA_STEP)}, the saga awaits step {instance.step}"
-        current = self.definition.steps[instance.step]
+        current = self._definition_of(instance).steps[instance.step]
         assert isinstance(current, ParticipantStep), "a saga only waits on participant steps"
         command = current.compensation_type if instance.compensating else current.command_type
         assert command is not None, "a saga awaits a compensation only of a step that has one"
@@ -360,9 +384,13 @@ class SagaEngine(Generic[D]):
             result = handle(run.data, from_data(reply_type, data))
             rejected = isinstance(result, StepFailed)
             run.data = result.data if isinstance(result, StepFailed) else result
-        if self.definition.retriable(run.step):
-            # After the pivot the saga only goes forward: a failed step is tried again.
-            if rejected or outcome is Outcome.FAILURE:
+        if run.definition.retriable(run.step):
+            # After the pivot the saga only goes forward: a failed step is tried again. One whose participant
+            # acted but whose result the saga rejects cannot be retried (it would act twice) nor undone.
+            if rejected:
+                return self._park(run, current.name, f"{current.name} answered {kind}, which the saga rejects after "
+                                                     "its pivot: a person decides")
+            if outcome is Outcome.FAILURE:
                 return self._retry_later(run, current.name, f"{current.name} answered {kind}")
             return self._forward(tx, run, run.step + 1)
         if rejected:
@@ -374,7 +402,7 @@ class SagaEngine(Generic[D]):
         return self._forward(tx, run, run.step + 1)
 
     def _forward(self, tx: Any, run: _Run[D], first: int) -> CloudEvent | None:
-        steps = self.definition.steps
+        steps = run.definition.steps
         for index in range(first, len(steps)):
             step = steps[index]
             run.step = index
@@ -385,15 +413,16 @@ class SagaEngine(Generic[D]):
             return self._send(run, index, step.name, step.command(run.data), Event.COMMAND_SENT, "invoke")
         run.step = len(steps)
         run.finished = True
-        run.record(run.step, self.definition.name, Event.FINISHED, outcome="COMPLETED")
+        run.record(run.step, run.definition.name, Event.FINISHED, outcome="COMPLETED",
+                   definitionVersion=run.definition.version)
         return None
 
     def _compensate(self, tx: Any, run: _Run[D], first: int) -> CloudEvent | None:
         if not run.compensating:
             run.compensating = True
-            run.record(run.step, self.definition.name, Event.COMPENSATING)
+            run.record(run.step, run.definition.name, Event.COMPENSATING)
         for index in range(first, -1, -1):
-            step = self.definition.steps[index]
+            step = run.definition.steps[index]
             run.step = index
             if step.compensation is None:
                 continue
@@ -404,12 +433,13 @@ class SagaEngine(Generic[D]):
                 continue
             return self._send(run, index, name, step.compensation(run.data), Event.COMPENSATION_SENT, "compensate")
         run.finished = True
-        run.record(run.step, self.definition.name, Event.FINISHED, outcome="COMPENSATED")
+        run.record(run.step, run.definition.name, Event.FINISHED, outcome="COMPENSATED",
+                   definitionVersion=run.definition.version)
         return None
 
     def _retry_later(self, run: _Run[D], name: str, reason: str) -> CloudEvent | None:
         """A compensation or retriable step failed: send it again after a backoff, or park past the budget."""
-        policy = self.retry
+        policy = self._retry(run)
         if run.attempt >= policy.attempts:
             return self._park(run, name, f"{reason}, {run.attempt} attempt(s) of {policy.attempts}")
         run.awaiting = None
@@ -424,6 +454,30 @@ class SagaEngine(Generic[D]):
         run.parked_reason = reason
         run.record(run.step, name, Event.PARKED, reason=reason, attempts=run.attempt, **detail)
         return None
+
+    def _run(self, instance: SagaInstance) -> _Run[Any]:
+        definition = self._definition_of(instance)
+        return _Run(instance, definition, from_data(definition.data_type, instance.data), self.step_timeout)
+
+    def _definition_of(self, instance: SagaInstance) -> SagaDefinition[Any]:
+        """The version the saga started on; it must be in this build, and agree on the step's name."""
+        definition = self.definitions.get(instance.definition_version)
+        if definition is None:
+            raise UnknownDefinition(f"{self.definition.name} v{instance.definition_version} is not in this build "
+                                    f"(it has {sorted(self.definitions)}): keep a version while it has sagas in flight")
+        expected = definition.steps[instance.step].name if instance.step < len(definition.steps) else None
+        if instance.step_name is not None and instance.step_name != expected:
+            raise UnknownDefinition(f"{definition.name} v{definition.version}: step {instance.step} is {expected}, the "
+                                    f"saga is at {instance.step_name}: the definition changed without a new version")
+        return definition
+
+    def _retry(self, run: _Run[Any]) -> RetryPolicy:
+        return self.retry_override or run.definition.retry
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The budget new sagas run with."""
+        return self.retry_override or self.definition.retry
 
     @staticmethod
     def _name(run: _Run[D], step: ParticipantStep[D]) -> str:
@@ -444,8 +498,9 @@ class SagaEngine(Generic[D]):
               *, command_id: str | None = None, attempt: int = 1, resent: bool = False, extra_wait: float = 0.0,
               **detail: Any) -> CloudEvent:
         saga_id = run.instance.saga_id
-        # The first send of a step has the id (saga, step, direction): re-running a transition yields it again.
-        command_id = command_id or stable_id(saga_id, index, direction)
+        # The first send of a step has the id (saga type, saga, step, direction): re-running a transition yields
+        # it again, and another saga type over the same id (an order's cancel) never collides with it.
+        command_id = command_id or stable_id(run.definition.name, saga_id, index, direction)
         run.awaiting = command_id
         run.attempt = attempt
         run.deadline_after = self.step_timeout + extra_wait
@@ -456,7 +511,7 @@ class SagaEngine(Generic[D]):
             detail["resent"] = True
         run.record(index, name, event, **detail)
         return command_event(
-            command, event_id=command_id, source=self.source, saga_type=self.definition.name,
+            command, event_id=command_id, source=self.source, saga_type=run.definition.name,
             saga_id=saga_id, step=index,
         )
 

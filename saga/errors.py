@@ -27,6 +27,13 @@ class UnknownSaga(SagaError, LookupError):
     status = 422
 
 
+class UnknownDefinition(SagaError):
+    """A saga started on a definition version this build does not have (or that changed under it): it
+    cannot be moved until that version is deployed again; the sweep parks it meanwhile."""
+
+    status = 500
+
+
 class NotParked(SagaError):
     """Resume asked of a saga that is not PARKED; `state` says what it is."""
 

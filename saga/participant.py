@@ -5,6 +5,7 @@ Idempotency comes from `saga.delivery.serve` (the inbox): a redelivered command 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -17,21 +18,30 @@ from saga.transaction import Tx
 
 C = TypeVar("C", bound=Command)
 
+
+@dataclasses.dataclass(frozen=True)
+class SagaRef:
+    """The saga a command comes from, by type and id: what a participant keys what it holds by (an
+    order's create and cancel sagas share the order's id)."""
+
+    type: str
+    id: str
+
+
 # An action queues the reads it needs and returns the decision, which may write and returns the Reply.
-Action = Callable[[Tx, str, C], Callable[[], Reply]]
+Action = Callable[[Tx, SagaRef, C], Callable[[], Reply]]
 
 
 def command_handler(command_type: type[C], action: Action[C]) -> Callable[[Tx, CloudEvent], Decide]:
-    """Adapt `action(tx, saga_id, command)` into an inbox handler (`saga.inbox.handle_once`). Its
+    """Adapt `action(tx, saga, command)` into an inbox handler (`saga.inbox.handle_once`). Its
     replies carry the command's HANDLER as their source, the one the saga checks."""
 
     def handle(tx: Tx, event: CloudEvent) -> Decide:
         if event["type"] != command_type.TYPE:
             raise InvalidMessage(f"expected {command_type.TYPE}, got {event['type']}")
-        saga_id = require_extension(event, SAGA_ID)
-        require_extension(event, SAGA_TYPE)
+        saga = SagaRef(require_extension(event, SAGA_TYPE), require_extension(event, SAGA_ID))
         require_extension(event, SAGA_STEP)
-        decide = action(tx, saga_id, from_data(command_type, event.get_data()))
+        decide = action(tx, saga, from_data(command_type, event.get_data()))
         return lambda: reply_event(decide(), command=event, source=command_type.HANDLER)
 
     return handle

@@ -53,8 +53,9 @@ def saga_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     instances = sa.Table(
         "saga_instances",
         metadata,
+        # Keyed by type and id: an order's create and cancel sagas share the order's id.
+        sa.Column("saga_type", sa.Text, primary_key=True),
         sa.Column("saga_id", sa.Text, primary_key=True),
-        sa.Column("saga_type", sa.Text, nullable=False),
         sa.Column("step", sa.Integer, nullable=False),
         sa.Column("compensating", sa.Boolean, nullable=False),
         sa.Column("finished", sa.Boolean, nullable=False),
@@ -65,6 +66,9 @@ def saga_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
         # Set while PARKED (out of retries, waiting for a person): why.
         sa.Column("parked_reason", sa.Text, nullable=True),
+        # The definition version it started on and runs on to its end, and its current step by name.
+        sa.Column("definition_version", sa.Integer, nullable=False, server_default="1"),
+        sa.Column("step_name", sa.Text, nullable=True),
         # When the awaited reply is overdue (NULL: nothing awaited); read by the stuck-saga sweep.
         sa.Column("deadline", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
@@ -76,6 +80,7 @@ def saga_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         "saga_history",
         metadata,
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("saga_type", sa.Text, nullable=False),
         sa.Column("saga_id", sa.Text, nullable=False, index=True),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.clock_timestamp()),
         sa.Column("step", sa.Integer, nullable=False),
@@ -86,8 +91,35 @@ def saga_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     return instances, history
 
 
-def upgrade_saga_tables(conn: sa.Connection, instances: sa.Table) -> None:
+def upgrade_saga_tables(conn: sa.Connection, instances: sa.Table, history: sa.Table) -> None:
     """Columns added since a table was first created (create_all adds only missing tables)."""
     table = f'"{instances.schema}"."{instances.name}"'
-    for column in ("deadline timestamptz", "attempt integer NOT NULL DEFAULT 0", "parked_reason text"):
+    for column in ("deadline timestamptz", "attempt integer NOT NULL DEFAULT 0", "parked_reason text",
+                   "definition_version integer NOT NULL DEFAULT 1", "step_name text"):
         conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column}"))
+    key_by_saga_type(conn, instances)
+    entries = f'"{history.schema}"."{history.name}"'
+    if "saga_type" not in {c["name"] for c in sa.inspect(conn).get_columns(history.name, schema=history.schema)}:
+        # Entries from before there were two saga types over one id: each is its instance's.
+        conn.execute(sa.text(f"ALTER TABLE {entries} ADD COLUMN saga_type text"))
+        conn.execute(sa.text(f"UPDATE {entries} h SET saga_type = i.saga_type FROM {table} i "
+                             "WHERE h.saga_id = i.saga_id"))
+        conn.execute(sa.text(f"UPDATE {entries} SET saga_type = '?' WHERE saga_type IS NULL"))
+        conn.execute(sa.text(f"ALTER TABLE {entries} ALTER COLUMN saga_type SET NOT NULL"))
+
+
+def key_by_saga_type(conn: sa.Connection, table: sa.Table, *, legacy_type: str | None = None) -> None:
+    """Make (saga_type, saga_id) the table's primary key where it was saga_id alone (tables from before
+    two saga types could share an id). `legacy_type`: the type of the existing rows, when the table had
+    no saga_type column (a participant's reservations: all the CreateOrderSaga's then)."""
+    name = f'"{table.schema}"."{table.name}"'
+    inspector = sa.inspect(conn)
+    if legacy_type is not None and "saga_type" not in {c["name"] for c in inspector.get_columns(table.name,
+                                                                                               schema=table.schema)}:
+        literal = "'" + legacy_type.replace("'", "''") + "'"  # DDL takes no parameters
+        conn.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN saga_type text NOT NULL DEFAULT {literal}"))
+        conn.execute(sa.text(f"ALTER TABLE {name} ALTER COLUMN saga_type DROP DEFAULT"))
+    key = inspector.get_pk_constraint(table.name, schema=table.schema)
+    if key["constrained_columns"] == ["saga_id"]:
+        conn.execute(sa.text(f'ALTER TABLE {name} DROP CONSTRAINT "{key["name"]}"'))
+        conn.execute(sa.text(f"ALTER TABLE {name} ADD PRIMARY KEY (saga_type, saga_id)"))

@@ -50,6 +50,9 @@ class ReleaseCredit(Command):
     HANDLER: ClassVar[str] = "/functions/account-release-credit"
     REPLIES: ClassVar[tuple[type[Reply], ...]] = (CreditReleased,)
     customer_id: str
+    # The saga type whose reservation (under the same saga id) to release; None: the sender's own. An
+    # order's CancelOrderSaga releases what its CreateOrderSaga reserved.
+    held_by: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -1,5 +1,5 @@
 """The account service's tables, in PostgreSQL schema `accounts`: credit accounts, the credit
-reservations held by sagas (one per saga), and the inbox.
+reservations held by sagas (keyed by saga type and id: one per saga), and the inbox.
 
 Books balance: credit_limit = available_credit + the amounts of its RESERVED reservations."""
 
@@ -10,7 +10,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
-from saga.tables import inbox_table
+from saga.tables import inbox_table, key_by_saga_type
 
 metadata = sa.MetaData(schema="accounts")
 
@@ -27,6 +27,8 @@ accounts = sa.Table(
 credit_reservations = sa.Table(
     "credit_reservations",
     metadata,
+    # Keyed by the saga that holds it, type and id (`saga.participant.SagaRef`).
+    sa.Column("saga_type", sa.Text, primary_key=True),
     sa.Column("saga_id", sa.Text, primary_key=True),
     sa.Column("customer_id", sa.Text, nullable=False),
     sa.Column("amount", sa.Numeric(12, 2), nullable=False),
@@ -49,6 +51,12 @@ def open_account(conn: sa.Connection, customer_id: str, credit: Decimal) -> bool
         .returning(accounts.c.customer_id)
     ).first()
     return created is not None
+
+
+def upgrade(conn: sa.Connection) -> None:
+    """Keys changed since the table was first created (create_all adds only missing tables)."""
+    if sa.inspect(conn).has_table(credit_reservations.name, schema=metadata.schema):
+        key_by_saga_type(conn, credit_reservations, legacy_type="CreateOrderSaga")
 
 
 def seed_dev(conn: sa.Connection) -> None:

@@ -55,3 +55,6 @@ class ReleaseGoods(Command):
     HANDLER: ClassVar[str] = "/functions/goods-release"
     REPLIES: ClassVar[tuple[type[Reply], ...]] = (GoodsReleased, GoodsReleaseRefused)
     goods_id: int
+    # The saga type whose reservation (under the same saga id) to release; None: the sender's own. An
+    # order's CancelOrderSaga releases what its CreateOrderSaga reserved.
+    held_by: str | None = None

@@ -1,5 +1,5 @@
 """The goods service's tables, in PostgreSQL schema `goods`: the catalogue with its stock, the
-reservations held by sagas (keyed by saga id: one per saga), and the participant inbox.
+reservations held by sagas (keyed by saga type and id: one per saga), and the participant inbox.
 
 Books balance: for every item, stock + quantity of its RESERVED reservations = initial stock."""
 
@@ -10,7 +10,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
-from saga.tables import inbox_table
+from saga.tables import inbox_table, key_by_saga_type
 
 metadata = sa.MetaData(schema="goods")
 
@@ -31,6 +31,8 @@ goods = sa.Table(
 reservations = sa.Table(
     "reservations",
     metadata,
+    # Keyed by the saga that holds it, type and id (`saga.participant.SagaRef`).
+    sa.Column("saga_type", sa.Text, primary_key=True),
     sa.Column("saga_id", sa.Text, primary_key=True),
     sa.Column("goods_id", sa.Integer, nullable=False),
     sa.Column("quantity", sa.Integer, nullable=False),
@@ -53,6 +55,8 @@ def upgrade(conn: sa.Connection) -> None:
     if sa.inspect(conn).has_table(goods.name, schema=metadata.schema):
         conn.execute(sa.text("ALTER TABLE goods.goods ADD COLUMN IF NOT EXISTS stocktake boolean NOT NULL "
                              "DEFAULT false"))
+    if sa.inspect(conn).has_table(reservations.name, schema=metadata.schema):
+        key_by_saga_type(conn, reservations, legacy_type="CreateOrderSaga")
 
 
 def seed_catalogue(conn: sa.Connection) -> None:

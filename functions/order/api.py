@@ -1,5 +1,6 @@
 """order-api (functions-framework target `order_api`): POST /orders starts a CreateOrderSaga,
-GET /orders, /orders/{id} (?wait) and /orders/{id}/saga read them; for admins, GET /admin/sagas lists
+POST /orders/{id}/cancel a CancelOrderSaga, GET /orders, /orders/{id} (?wait) and /orders/{id}/saga
+read them; for admins, GET /admin/sagas lists
 sagas (those that need a person first) and POST /admin/sagas/{id}/resume takes a PARKED one up again.
 Thin edges over functions.order.service."""
 
@@ -41,6 +42,9 @@ from saga.errors import InvalidMessage, NotParked, UnknownSaga
 from saga.transaction import Database
 
 MAX_WAIT_SECONDS = 30
+UNDECIDED = ("PENDING", "CANCEL_PENDING")  # a saga is still deciding: ?wait waits on these
+# What a saga's history records for operators only (exception text, who resumed it).
+OPERATOR_DETAILS = {"reason", "by", "parkedFor"}
 
 
 class Money(BaseModel):
@@ -130,11 +134,11 @@ async def _get_order(request: Request, order_id: str) -> Response:
     wait = _int_arg(request, "wait", default=0, low=0, high=MAX_WAIT_SECONDS)
     if not wait or not ORDER_ID.fullmatch(order_id):
         return json_response(service.order_view(await _owned_order(principal, order_id)))
-    # Until it ends or the time is up: read once, then sleep until the order's end is notified.
+    # Until it ends (or its cancel does) or the time is up: read once, then sleep until notified.
     deadline = time.monotonic() + wait
     with _endings().waiting(order_id) as ended:
         row = await _owned_order(principal, order_id)
-        while row.state == "PENDING" and (left := deadline - time.monotonic()) > 0:
+        while row.state in UNDECIDED and (left := deadline - time.monotonic()) > 0:
             try:
                 await asyncio.wait_for(ended.wait(), timeout=left)
             except TimeoutError:
@@ -145,11 +149,38 @@ async def _get_order(request: Request, order_id: str) -> Response:
 
 
 async def _get_saga(request: Request, order_id: str) -> Response:
-    await _owned_order(await authenticate(request), order_id)
+    principal = await authenticate(request)
+    await _owned_order(principal, order_id)
     found = await _db().call(_db().autocommit, lambda tx: service.store.describe(tx, order_id))
-    if found is None:
+    if not found:
         raise NotFound(f"no saga for order {order_id}")
-    return json_response(found)
+    if not principal.is_admin:
+        found = [_customer_view(saga) for saga in found]
+    # The order's CreateOrderSaga as before; any later saga over it (its cancel) beside it.
+    return json_response({**found[0], "otherSagas": found[1:]})
+
+
+def _customer_view(saga: dict[str, Any]) -> dict[str, Any]:
+    """What a customer sees of a saga: its state and steps, not the operators' notes."""
+    history = [{k: v for k, v in entry.items() if k not in OPERATOR_DETAILS} for entry in saga["history"]]
+    parked = "waiting for an operator" if saga["parkedReason"] is not None else None
+    return {**saga, "parkedReason": parked, "history": history}
+
+
+async def _cancel_order(request: Request, order_id: str) -> Response:
+    principal = await authenticate(request)
+    await _owned_order(principal, order_id)
+    try:
+        command = await _db().run(lambda tx: service.cancel_order(tx, order_id, by=principal.user_id))
+    except service.OrderLocked as exc:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
+        why = ("its CreateOrderSaga is still deciding; try again shortly" if exc.retry_after is not None
+               else "only an APPROVED order can be cancelled")
+        raise Conflict(f"order {order_id} is {exc.state}: {why}", headers=headers) from exc
+    if command is None:  # gone between the read and the lock: cannot happen (orders are never deleted)
+        raise NotFound(f"order {order_id} does not exist")
+    await publish_after_commit(service.outbox, [command])
+    return json_response({"orderId": order_id, "state": "CANCEL_PENDING"}, 202, {"Location": f"/orders/{order_id}"})
 
 
 async def _list_sagas(request: Request) -> Response:
@@ -171,26 +202,32 @@ async def _list_sagas(request: Request) -> Response:
 async def _resume_saga(request: Request, saga_id: str) -> Response:
     principal = await authenticate(request)
     require_admin(principal)
+    saga_type = request.query_params.get("type")
+    if saga_type is not None and saga_type not in service.engines:
+        raise Unprocessable(f"type must be one of {', '.join(sorted(service.engines))}", field="type")
     if not ORDER_ID.fullmatch(saga_id):
         raise NotFound(f"no saga {saga_id}")
     try:
-        command = await _db().run(lambda tx: service.resume_saga(tx, saga_id, by=principal.user_id))
+        command = await _db().run(lambda tx: service.resume_saga(tx, saga_id, by=principal.user_id,
+                                                                 saga_type=saga_type))
     except UnknownSaga as exc:
         raise NotFound(f"no saga {saga_id}") from exc
+    except service.AmbiguousSaga as exc:
+        raise Conflict(f"{exc} (?type=)", field="type") from exc
     except NotParked as exc:
         raise Conflict(f"saga {saga_id} is {exc.state}; only a PARKED saga can be resumed") from exc
     except InvalidMessage as exc:  # what parked it is not fixed: nothing changed
         raise Conflict(f"saga {saga_id} cannot be resumed yet: its data does not decode ({exc})") from exc
     await publish_after_commit(service.outbox, [command])
     found = await _db().call(_db().autocommit, lambda tx: service.store.describe(tx, saga_id))
-    return json_response(found)
+    return json_response(next(saga for saga in found if saga["sagaType"] == command["sagatype"]))
 
 
 def _int_arg(request: Request, name: str, *, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:  # "²" is a digit, not a number
         raise Unprocessable(f"{name} must be a whole number from {low} to {high}", field=name)
     return int(raw)
 
@@ -201,6 +238,7 @@ _router = Router(
         ("/orders", ["GET"], _list_orders),
         ("/orders/<order_id>", ["GET"], _get_order),
         ("/orders/<order_id>/saga", ["GET"], _get_saga),
+        ("/orders/<order_id>/cancel", ["POST"], _cancel_order),
         ("/admin/sagas", ["GET"], _list_sagas),
         ("/admin/sagas/<saga_id>/resume", ["POST"], _resume_saga),
     ]

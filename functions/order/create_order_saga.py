@@ -59,16 +59,17 @@ def create(tx: Tx, data: Data) -> None:
 
 
 def reject(tx: Tx, data: Data) -> None:
-    _end(tx, data, "REJECTED", data.rejection_reason)
+    end_order(tx, data.order_id, "REJECTED", data.rejection_reason)
 
 
 def approve(tx: Tx, data: Data) -> None:
-    _end(tx, data, "APPROVED", None)
+    end_order(tx, data.order_id, "APPROVED", None)
 
 
-def _end(tx: Tx, data: Data, state: str, reason: str | None) -> None:
-    tx.execute(END_ORDER, (state, reason, data.order_id))
-    notice = {"orderId": data.order_id, "state": state, "rejectionReason": reason}
+def end_order(tx: Tx, order_id: str, state: str, reason: str | None) -> None:
+    """The order's final state, and the notice to whoever waits for it (sent at commit)."""
+    tx.execute(END_ORDER, (state, reason, order_id))
+    notice = {"orderId": order_id, "state": state, "rejectionReason": reason}
     tx.execute(NOTIFY_END, (ORDER_ENDED, json.dumps(notice)))
 
 

@@ -1,6 +1,6 @@
 """The order service's tables, in its own PostgreSQL schema `orders`: orders, the idempotency keys of
-order requests, the CreateOrderSaga's instances and history, its inbox, its outbox and the events the
-broker refused for good."""
+order requests, the instances and history of its sagas (CreateOrderSaga, CancelOrderSaga), its inbox,
+its outbox and the events the broker refused for good."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import sqlalchemy as sa
 from saga.tables import inbox_table, outbox_table, parked_events_table, saga_tables, upgrade_saga_tables
 
 metadata = sa.MetaData(schema="orders")
+# PENDING: its CreateOrderSaga decides; CANCEL_PENDING: its CancelOrderSaga runs (the semantic lock).
+ORDER_STATES = ("PENDING", "APPROVED", "REJECTED", "CANCEL_PENDING", "CANCELLED")
 
 orders = sa.Table(
     "orders",
@@ -23,7 +25,7 @@ orders = sa.Table(
     sa.Column("placed_by", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.CheckConstraint("state IN ('PENDING', 'APPROVED', 'REJECTED')", name="orders_state"),
+    sa.CheckConstraint(f"state IN ({', '.join(repr(state) for state in ORDER_STATES)})", name="orders_state"),
 )
 
 # One row per (caller, Idempotency-Key): the same key from the same caller yields the same order.
@@ -44,5 +46,11 @@ outbox_parked = parked_events_table(metadata)
 
 
 def upgrade(conn: sa.Connection) -> None:
-    if sa.inspect(conn).has_table(saga_instances.name, schema=metadata.schema):
-        upgrade_saga_tables(conn, saga_instances)
+    """What changed since the tables were first created (create_all adds only missing tables)."""
+    inspector = sa.inspect(conn)
+    if inspector.has_table(saga_instances.name, schema=metadata.schema):
+        upgrade_saga_tables(conn, saga_instances, saga_history)
+    if inspector.has_table(orders.name, schema=metadata.schema):  # the states cancelling added
+        states = ", ".join(f"'{state}'" for state in ORDER_STATES)
+        conn.execute(sa.text("ALTER TABLE orders.orders DROP CONSTRAINT IF EXISTS orders_state"))
+        conn.execute(sa.text(f"ALTER TABLE orders.orders ADD CONSTRAINT orders_state CHECK (state IN ({states}))"))

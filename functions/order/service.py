@@ -1,7 +1,10 @@
-"""Order use cases: place an order (start its saga), time out overdue sagas, read orders and sagas.
+"""Order use cases: place an order (start its CreateOrderSaga), cancel an approved one (start its
+CancelOrderSaga), time out overdue sagas, resume parked ones, read orders and sagas.
 
 Placing an order is one transaction: the idempotency record, the saga's first local step (the
-PENDING order row), the saga instance and its first command in the outbox commit together."""
+PENDING order row), the saga instance and its first command in the outbox commit together. So is a
+cancel: the order read under its row lock, its semantic lock (CANCEL_PENDING), the saga and its first
+command."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -17,12 +21,14 @@ import psycopg
 from cloudevents.http import CloudEvent
 from psycopg_pool import PoolTimeout
 
+from functions.order.cancel_order_saga import CancelOrderSagaData, cancel_order_saga
 from functions.order.create_order_saga import CreateOrderSagaData, create_order_saga
 from functions.platform.config import settings
 from saga import outbox as outbox_
-from saga.dsl import RetryPolicy
+from saga.dsl import RetryPolicy, SagaDefinition
 from saga.engine import SagaEngine
-from saga.messages import stable_id
+from saga.errors import InvalidMessage, UnknownSaga
+from saga.messages import SAGA_TYPE, stable_id
 from saga.outbox import Outbox
 from saga.store import PostgresSagaStore
 from saga.transaction import Database, Tx
@@ -32,15 +38,25 @@ log = logging.getLogger(__name__)
 store = PostgresSagaStore("orders")
 
 
-def _retry() -> RetryPolicy:
+def _retry(base: RetryPolicy) -> RetryPolicy:
     """The definition's budget, unless the deployment sets its own (the chaos run's short one)."""
-    own, base = settings(), create_order_saga.retry
-    return dataclasses.replace(base, attempts=own.retry_attempts or base.attempts,
-                               first_delay=own.retry_first_delay or base.first_delay)
+    own = settings()
+    return dataclasses.replace(
+        base, attempts=base.attempts if own.retry_attempts is None else own.retry_attempts,
+        first_delay=base.first_delay if own.retry_first_delay is None else own.retry_first_delay)
 
 
-saga_engine = SagaEngine(create_order_saga, store, step_timeout=settings().step_timeout, retry=_retry())
+def _engine(definition: SagaDefinition[Any]) -> SagaEngine[Any]:
+    return SagaEngine(definition, store, step_timeout=settings().step_timeout, retry=_retry(definition.retry))
+
+
+saga_engine = _engine(create_order_saga)
+cancel_engine = _engine(cancel_order_saga)
+# Every saga type over an order, by name: one step handler, one sweep, one set of tables for all.
+engines: dict[str, SagaEngine[Any]] = {engine.definition.name: engine for engine in (saga_engine, cancel_engine)}
 outbox = Outbox("orders.outbox")
+# While its CreateOrderSaga decides, an order cannot be cancelled: the client is told to come back.
+CANCEL_RETRY_AFTER_SECONDS = 1
 
 ORDER_COLUMNS = ("order_id, customer_id, goods_id, goods_total, order_total, state, rejection_reason, "
                  "created_at, updated_at")
@@ -48,12 +64,53 @@ CLAIM_KEY = ("INSERT INTO orders.order_requests (placed_by, idempotency_key, ord
              "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING order_id")
 EARLIER_REQUEST = "SELECT request_hash FROM orders.order_requests WHERE placed_by = %s AND idempotency_key = %s"
 FIND = f"SELECT {ORDER_COLUMNS} FROM orders.orders WHERE order_id = %s"
+LOCK_ORDER = "SELECT order_id, customer_id, goods_id, state FROM orders.orders WHERE order_id = %s FOR UPDATE"
+PARKED_TYPES = "SELECT saga_type FROM orders.saga_instances WHERE saga_id = %s AND parked_reason IS NOT NULL"
 LIST_ALL = f"SELECT {ORDER_COLUMNS} FROM orders.orders ORDER BY created_at DESC LIMIT %s"
 LIST_FOR = f"SELECT {ORDER_COLUMNS} FROM orders.orders WHERE customer_id = %s ORDER BY created_at DESC LIMIT %s"
 
 
 class IdempotencyKeyReused(Exception):
     """The same Idempotency-Key came with a different request body."""
+
+
+class OrderLocked(Exception):
+    """The order is not in a state that can be cancelled (`state`); `retry_after` seconds when it may be."""
+
+    def __init__(self, state: str, retry_after: int | None = None) -> None:
+        super().__init__(state)
+        self.state = state
+        self.retry_after = retry_after
+
+
+class AmbiguousSaga(Exception):
+    """Several saga types over this id are parked: the caller must say which."""
+
+
+def cancel_order(tx: Tx, order_id: str, *, by: str) -> CloudEvent | None:
+    """Start a CancelOrderSaga on an APPROVED order (read under its row lock, so a concurrent cancel
+    waits and then finds it CANCEL_PENDING); the command queued in the outbox. None if there is no such
+    order. Raises OrderLocked otherwise: PENDING (its CreateOrderSaga holds the lock: retry after a
+    moment), CANCEL_PENDING, REJECTED or CANCELLED (for good)."""
+    order = tx.query(LOCK_ORDER, (order_id,)).one()
+    if order is None:
+        return None
+    if order.state != "APPROVED":
+        raise OrderLocked(order.state, CANCEL_RETRY_AFTER_SECONDS if order.state == "PENDING" else None)
+    data = CancelOrderSagaData(order_id=order_id, customer_id=order.customer_id, goods_id=order.goods_id,
+                               cancelled_by=by)
+    command = cancel_engine.start(tx, order_id, data)
+    assert command is not None, "a cancel always has credit and goods to give back"
+    outbox_.add(tx, outbox, command)
+    return command
+
+
+def handle_reply(tx: Tx, event: CloudEvent) -> Callable[[], CloudEvent | None]:
+    """The order-saga step handler: a reply moves the saga of its type (`sagatype`)."""
+    engine = engines.get(str(event.get(SAGA_TYPE)))
+    if engine is None:
+        raise InvalidMessage(f"no saga type {event.get(SAGA_TYPE)!r} here (there are {sorted(engines)})")
+    return engine.handle_reply(tx, event)
 
 
 def place_order(
@@ -91,30 +148,32 @@ def expire_overdue(database: Database, *, limit: int = 500) -> list[CloudEvent]:
     commands. A saga that cannot be expired (data that no longer decodes, a failing handler) is logged
     with its id and rolled back, its failure counted (backoff, then PARKED), and the sweep goes on with
     the others; a database that is away stops it."""
-    overdue = database.autocommit(lambda tx: store.overdue(tx, create_order_saga.name, limit))
     queued = []
-    for saga_id in overdue:
-        try:
-            with database.transaction() as tx:
-                command = saga_engine.expire(tx, saga_id)
-                if command is not None:
-                    outbox_.add(tx, outbox, command)
-        except (psycopg.OperationalError, PoolTimeout):
-            raise  # the database is away: every other saga would fail the same way; the next ping retries
-        except Exception as exc:
-            log.exception("saga %s could not be expired; the sweep goes on with the others", saga_id)
-            _count_sweep_failure(database, saga_id, f"{type(exc).__name__}: {exc}")
-            continue
-        if command is not None:
-            queued.append(command)
+    for engine in engines.values():
+        name = engine.definition.name
+        overdue: list[str] = database.autocommit(lambda tx: store.overdue(tx, name, limit))  # noqa: B023
+        for saga_id in overdue:
+            try:
+                with database.transaction() as tx:
+                    command = engine.expire(tx, saga_id)
+                    if command is not None:
+                        outbox_.add(tx, outbox, command)
+            except (psycopg.OperationalError, PoolTimeout):
+                raise  # the database is away: every other saga would fail the same way; the next ping retries
+            except Exception as exc:
+                log.exception("saga %s could not be expired; the sweep goes on with the others", saga_id)
+                _count_sweep_failure(database, engine, saga_id, f"{type(exc).__name__}: {exc}")
+                continue
+            if command is not None:
+                queued.append(command)
     return queued
 
 
-def _count_sweep_failure(database: Database, saga_id: str, reason: str) -> None:
+def _count_sweep_failure(database: Database, engine: SagaEngine[Any], saga_id: str, reason: str) -> None:
     """Back off from the saga, and park it past the budget, so it is not first again every sweep."""
     try:
         with database.transaction() as tx:
-            parked = saga_engine.sweep_failed(tx, saga_id, reason[:500])
+            parked = engine.sweep_failed(tx, saga_id, reason[:500])
     except (psycopg.OperationalError, PoolTimeout):
         raise
     except Exception:
@@ -124,10 +183,18 @@ def _count_sweep_failure(database: Database, saga_id: str, reason: str) -> None:
         log.error("saga %s PARKED: the sweep failed on it past its budget (%s)", saga_id, reason)
 
 
-def resume_saga(tx: Tx, saga_id: str, *, by: str) -> CloudEvent:
+def resume_saga(tx: Tx, saga_id: str, *, by: str, saga_type: str | None = None) -> CloudEvent:
     """`POST /admin/sagas/{id}/resume` and `saga resume`: take a PARKED saga up again; its command is
-    queued in the outbox in the same transaction."""
-    command = saga_engine.resume(tx, saga_id, by=by)
+    queued in the outbox in the same transaction. Without `saga_type`, the one parked over this id."""
+    if saga_type is None:
+        parked = [row.saga_type for row in tx.query(PARKED_TYPES, (saga_id,)).all()]
+        if len(parked) > 1:
+            raise AmbiguousSaga(f"sagas of types {sorted(parked)} are parked over {saga_id}: say which")
+        saga_type = parked[0] if parked else create_order_saga.name
+    engine = engines.get(saga_type)
+    if engine is None:
+        raise UnknownSaga(f"no saga type {saga_type}")
+    command = engine.resume(tx, saga_id, by=by)
     outbox_.add(tx, outbox, command)
     return command
 

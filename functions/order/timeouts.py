@@ -1,6 +1,8 @@
-"""order-saga-timeouts (functions-framework target `saga_timeouts`): the PingSource sweep that times
-out sagas whose participant has not answered by the step deadline (and re-sends an overdue
-compensation). Answers 202 with no body: a body that is not a CloudEvent counts as a failed delivery."""
+"""order-saga-timeouts (functions-framework target `saga_timeouts`): the PingSource sweep over every
+order saga type: it times out sagas whose participant has not answered by the step deadline, re-sends
+an overdue compensation or retriable step and sends a due retry, each within the retry budget (past it,
+the saga is PARKED). Answers 202 with no body: a body that is not a CloudEvent counts as a failed
+delivery."""
 
 from __future__ import annotations
 

@@ -26,11 +26,11 @@ def e2e_database(infra: Infra) -> Iterator[str]:
 
 
 # Shorter than production so the tests can watch them act: a step deadline (TIMED_OUT), the retry budget
-# of compensations (PARKED after 3 tries, 1 s then 2 s apart), the verifiers' JWKS cache (key rotation)
+# of compensations (PARKED after 4 tries, 1 s, 2 s and 4 s apart), the verifiers' JWKS cache (key rotation)
 # and the login-limit windows (429, then allowed again).
 E2E_ENV = {
     "SAGA_STEP_TIMEOUT_SECONDS": "10",
-    "SAGA_RETRY_ATTEMPTS": "3",
+    "SAGA_RETRY_ATTEMPTS": "4",
     "SAGA_RETRY_FIRST_DELAY_SECONDS": "1",
     "SAGA_JWKS_CACHE_SECONDS": "2",
     "SAGA_LOGIN_USER_WINDOW_SECONDS": "10",

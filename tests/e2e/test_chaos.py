@@ -56,3 +56,4 @@ def test_faults_really_hit_the_flow(report: dict[str, Any]) -> None:
     assert report["outcomes"].get("APPROVED", 0) >= 1
     assert report["sagas_parked"].get("the sweep failed", 0) >= report["sagas_poisoned"] >= 1
     assert report["events_poisoned"] >= 1
+    assert report["cancels"].get("accepted", 0) >= 1 and report["outcomes"].get("CANCELLED", 0) >= 1

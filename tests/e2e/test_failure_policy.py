@@ -1,5 +1,5 @@
 """Compensations that fail, through the whole stack: the goods participant refuses every return during
-a stocktake, so a rejected order's release is tried again with backoff (3 tries on the test stack),
+a stocktake, so a rejected order's release is tried again with backoff (4 tries on the test stack),
 then the saga is PARKED with its order PENDING until an admin resumes it."""
 
 from __future__ import annotations
@@ -73,8 +73,9 @@ def test_a_compensation_refused_twice_is_retried_and_succeeds(api: Api, stack: S
     assert (order["state"], order["rejectionReason"]) == ("REJECTED", "INSUFFICIENT_CREDIT")
     found = saga(api, customer.token, order_id)
     releases = [h for h in found["history"] if h["event"] == "COMPENSATION_SENT" and h["name"] == "release_goods"]
-    assert [h.get("attempt", 1) for h in releases] == [1, 2, 3]
-    assert len({h["commandId"] for h in releases}) == 3, "each retry under a new id"
+    # Refused twice; the third try meets the stocktake's end (or, on a slow box, the fourth does).
+    assert [h.get("attempt", 1) for h in releases] in ([1, 2, 3], [1, 2, 3, 4])
+    assert len({h["commandId"] for h in releases}) == len(releases), "each retry under a new id"
     assert events(found).count("COMPENSATION_DONE") == 2 and found["state"] == "COMPENSATED"  # goods, the order
     assert "PARKED" not in events(found)
 
@@ -85,7 +86,9 @@ def test_a_compensation_that_never_succeeds_parks_the_saga_until_an_admin_resume
     with stocktake(stack, APPLE) as end:
         order_id = place_too_dear(api, customer)
         parked = wait_for(api, customer.token, order_id, lambda s: s["state"] == "PARKED", "never parked")
-        assert parked["parkedReason"] == "release_goods answered GoodsReleaseRefused, 3 attempt(s) of 3"
+        assert parked["parkedReason"] == "waiting for an operator", "the operators' notes are theirs"
+        seen_by_admin = saga(api, admin_token, order_id)
+        assert seen_by_admin["parkedReason"] == "release_goods answered GoodsReleaseRefused, 4 attempt(s) of 4"
         assert api.call("order", "GET", f"/orders/{order_id}", token=customer.token).json()["state"] == "PENDING"
         listed = api.call("order", "GET", "/admin/sagas", token=admin_token, params={"state": "PARKED"})
         assert listed.status_code == 200, listed.text

@@ -41,3 +41,40 @@ def deliver(database: Database, inbox: Inbox, consumer: str, handle: Handler, ev
     if response.status_code == 200:
         return Delivered(response.status_code, from_http(dict(response.headers), answer), None)
     return Delivered(response.status_code, None, json.loads(answer) if answer else None)
+
+
+def participant(command: CloudEvent) -> tuple[Inbox, str, Handler]:
+    """The real participant handler for a command (inbox, consumer, handler), as its Trigger routes it."""
+    from functions.account.messages import ReleaseCredit, ReserveCredit
+    from functions.account.release_credit import INBOX as ACCOUNTS
+    from functions.account.release_credit import _release_credit
+    from functions.account.reserve_credit import _reserve_credit
+    from functions.goods.messages import ReleaseGoods, ReserveGoods
+    from functions.goods.release import INBOX as GOODS
+    from functions.goods.release import _release
+    from functions.goods.reserve import _reserve
+
+    routes: dict[str, tuple[Inbox, str, Handler]] = {
+        ReserveGoods.TYPE: (GOODS, "goods-reserve", _reserve),
+        ReleaseGoods.TYPE: (GOODS, "goods-release", _release),
+        ReserveCredit.TYPE: (ACCOUNTS, "account-reserve-credit", _reserve_credit),
+        ReleaseCredit.TYPE: (ACCOUNTS, "account-release-credit", _release_credit),
+    }
+    return routes[command["type"]]
+
+
+def drive(database: Database, saga_inbox: Inbox, handle_reply: Handler, command: CloudEvent | None,
+          *, limit: int = 20) -> list[str]:
+    """Carry a saga to its end in-process: each command to its participant, each reply to the saga
+    (`handle_reply`, as the step function would). The command types sent, in order."""
+    sent: list[str] = []
+    while command is not None:
+        assert len(sent) < limit, f"no end after {limit} commands: {sent}"
+        sent.append(command["type"])
+        inbox, consumer, handle = participant(command)
+        answered = deliver(database, inbox, consumer, handle, command)
+        assert answered.status == 200 and answered.reply is not None, answered
+        moved = deliver(database, saga_inbox, "order-saga", handle_reply, answered.reply)
+        assert moved.status in (200, 202), moved
+        command = moved.reply
+    return sent

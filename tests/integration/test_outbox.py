@@ -117,7 +117,7 @@ def test_command_committed_before_a_crash_is_published_by_the_sweep(database: Da
     )
     assert crashed.returncode == 137, crashed.stderr.decode()
     order_id = stable_id("order", "crash-test", key)
-    command_id = stable_id(order_id, 1, "invoke")
+    command_id = stable_id("CreateOrderSaga", order_id, 1, "invoke")
     assert command_id in outbox_ids(database), "the command committed with the order must wait in the outbox"
 
     async def sweeps() -> tuple[int, int]:

@@ -45,11 +45,12 @@ def stock_of(db: sa.Engine, goods_id: int) -> int:
         return tx.execute(sa.select(goods_schema.goods.c.stock).where(goods_schema.goods.c.id == goods_id)).scalar_one()
 
 
-def command(cmd: object, *, saga_id: str | None = None, step: int = 1, direction: str = "invoke") -> CloudEvent:
+def command(cmd: object, *, saga_id: str | None = None, step: int = 1, direction: str = "invoke",
+            saga_type: str = "CreateOrderSaga") -> CloudEvent:
     saga_id = saga_id or str(uuid.uuid4())
     return command_event(
-        cmd, event_id=stable_id(saga_id, step, direction), source="/sagas/CreateOrderSaga",  # type: ignore[arg-type]
-        saga_type="CreateOrderSaga", saga_id=saga_id, step=step,
+        cmd, event_id=stable_id(saga_type, saga_id, step, direction), source=f"/sagas/{saga_type}",  # type: ignore[arg-type]
+        saga_type=saga_type, saga_id=saga_id, step=step,
     )
 
 
@@ -99,6 +100,27 @@ def test_release_gives_stock_back_once(db: sa.Engine, database: Database) -> Non
     other = command(ReleaseGoods(goods_id=goods_id), saga_id=saga_id, step=7, direction="compensate")
     assert deliver(database, GOODS_INBOX, "goods-release", _release, other).reply.get_data() == {"quantity": 0}
     assert stock_of(db, goods_id) == 10
+
+
+def test_two_saga_types_over_one_id_hold_apart_and_a_release_names_whose_it_releases(
+    db: sa.Engine, database: Database
+) -> None:
+    goods_id, saga_id = new_goods(db, stock=10), str(uuid.uuid4())
+    goods_reserve(database, command(ReserveGoods(goods_id=goods_id, quantity=2), saga_id=saga_id))
+    other = goods_reserve(database, command(ReserveGoods(goods_id=goods_id, quantity=3), saga_id=saga_id,
+                                            saga_type="OtherSaga"))
+    assert other.reply is not None and other.reply[REPLY_KIND] == "GoodsReserved", "its own reservation, not a repeat"
+    assert stock_of(db, goods_id) == 5
+    # A cancel-like saga releases the CreateOrderSaga's reservation by name, and only that one.
+    release = command(ReleaseGoods(goods_id=goods_id, held_by="CreateOrderSaga"), saga_id=saga_id, step=2,
+                      saga_type="CancelOrderSaga")
+    released = deliver(database, GOODS_INBOX, "goods-release", _release, release)
+    assert released.reply is not None and released.reply.get_data() == {"quantity": 2}
+    assert stock_of(db, goods_id) == 7
+    with db.connect() as tx:
+        held = dict(tx.execute(sa.select(goods_schema.reservations.c.saga_type, goods_schema.reservations.c.state)
+                               .where(goods_schema.reservations.c.saga_id == saga_id)).all())
+    assert held == {"CreateOrderSaga": "RELEASED", "OtherSaga": "RESERVED"}, "no marker for the cancel saga itself"
 
 
 def test_release_without_reservation_is_safe_and_blocks_a_late_reserve(db: sa.Engine, database: Database) -> None:
@@ -180,7 +202,6 @@ def test_duplicate_replies_advance_the_saga_once(db: sa.Engine, database: Databa
         )
     commands = {r.reply["id"] for r in results if r.reply is not None}
     assert len(commands) == 1, "every delivery of the reply re-sends the one command it caused"
-    saga = database.autocommit(lambda tx: order_service.store.describe(tx, order_id))
-    assert saga is not None
+    [saga] = database.autocommit(lambda tx: order_service.store.describe(tx, order_id))
     assert saga["version"] == 2, "created at version 1, advanced exactly once"
     assert [h["event"] for h in saga["history"]].count("REPLY_RECEIVED") == 1

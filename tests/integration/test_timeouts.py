@@ -61,8 +61,8 @@ def wait_overdue(database: Database, order_id: str) -> None:
 
 def saga(database: Database, order_id: str) -> dict:  # type: ignore[type-arg]
     found = database.autocommit(lambda tx: order_service.store.describe(tx, order_id))
-    assert found is not None
-    return found
+    assert found, f"no saga for {order_id}"
+    return found[0]  # the order's CreateOrderSaga
 
 
 def test_sweep_times_out_an_overdue_saga_once_and_queues_its_compensation(database: Database) -> None:
@@ -194,7 +194,7 @@ def test_a_saga_that_cannot_be_expired_holds_back_no_other_and_parks_past_its_bu
             order_service.expire_overdue(database)
         parked = saga(database, poisoned_id)
         assert parked["state"] == "PARKED" and parked["deadline"] is None
-        assert parked["parkedReason"].startswith(f"the sweep failed on it {budget} time(s)")
+        assert parked["parkedReason"].startswith(f"the sweep failed on it, attempt {budget} of {budget}")
         # `saga resume`, as an operator runs it: refused while the data is not repaired, nothing changes.
         resume = [poisoned_id, "--database-url", database_url, "--by", "operator"]
         refused = CliRunner().invoke(resume_command, resume)
@@ -206,8 +206,8 @@ def test_a_saga_that_cannot_be_expired_holds_back_no_other_and_parks_past_its_bu
         resumed = CliRunner().invoke(resume_command, resume)
         assert resumed.exit_code == 0, resumed.output
         # The awaited command again: a participant that acted on it answers from its inbox.
-        assert json.loads(resumed.output) == {"sagaId": poisoned_id, "state": "RUNNING", "queued": first["type"],
-                                              "commandId": first["id"]}
+        assert json.loads(resumed.output) == {"sagaId": poisoned_id, "sagaType": "CreateOrderSaga", "state": "RUNNING",
+                                              "queued": first["type"], "commandId": first["id"]}
         again = CliRunner().invoke(resume_command, resume)
         assert again.exit_code == 1 and "the saga is RUNNING; only a PARKED saga can be resumed" in again.output
         after = saga(database, poisoned_id)

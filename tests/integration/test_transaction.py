@@ -14,7 +14,8 @@ from saga.transaction import Database
 
 pytestmark = pytest.mark.integration
 
-INSERT = "INSERT INTO goods.reservations (saga_id, goods_id, quantity, state) VALUES (%s, 1, 1, 'RELEASED')"
+INSERT = ("INSERT INTO goods.reservations (saga_type, saga_id, goods_id, quantity, state) "
+          "VALUES ('TestSaga', %s, 1, 1, 'RELEASED')")
 COUNT = "SELECT count(*) FROM goods.reservations WHERE saga_id = ANY(%s)"
 
 

@@ -195,14 +195,27 @@ def test_resume_refuses_a_saga_that_is_not_parked_or_whose_data_still_does_not_d
     assert store.instances["r4"] == before
 
 
+def sweep_failed(engine: SagaEngine[Data], saga_id: str, reason: str) -> bool:
+    """The sweep's failure counted, the saga being overdue."""
+    store = engine.store
+    assert isinstance(store, InMemorySagaStore)
+    store.past_deadline.add(saga_id)
+    try:
+        return engine.sweep_failed(Journal(), saga_id, reason)
+    finally:
+        store.past_deadline.discard(saga_id)
+
+
 def test_the_sweep_counts_its_failures_on_a_saga_backs_off_and_parks_it() -> None:
     tx, engine, undo = compensating("r5")
-    assert [engine.sweep_failed(tx, "r5", "InvalidMessage: boom") for _ in range(2)] == [False, True]
+    assert engine.sweep_failed(tx, "r5", "not overdue") is False, "a saga not overdue is not counted"
+    assert instance(engine, "r5").attempt == 1
+    assert [sweep_failed(engine, "r5", "InvalidMessage: boom") for _ in range(2)] == [False, True]
     parked = instance(engine, "r5")
-    assert parked.parked_reason == "the sweep failed on it 3 time(s): InvalidMessage: boom"
+    assert parked.parked_reason == "the sweep failed on it, attempt 3 of 3: InvalidMessage: boom"
     assert parked.awaiting == undo["id"], "resume sends the awaited command again"
     assert events(engine, "r5")[-3:] == [Event.SWEEP_FAILED, Event.SWEEP_FAILED, Event.PARKED]
-    assert engine.sweep_failed(tx, "r5", "again") is False, "parked: nothing more to count"
+    assert sweep_failed(engine, "r5", "again") is False, "parked: nothing more to count"
     assert engine.resume(tx, "r5", by="operator")["id"] == undo["id"]
 
 
@@ -233,7 +246,8 @@ def test_a_pivot_that_fails_compensates_the_steps_before_it() -> None:
     assert tx == ["begin", "undo begin"] and instance(engine, "r7").finished
 
 
-def test_a_reply_handler_rejecting_after_the_pivot_retries_the_step() -> None:
+def test_a_reply_handler_rejecting_after_the_pivot_parks_the_saga() -> None:
+    """The participant acted: retrying would act twice, and after the pivot nothing is undone."""
     rejecting = (
         step().invoke_participant(commit).pivot()
         .step().invoke_participant(ship).on_reply(Done, refuse_on_done)
@@ -247,7 +261,8 @@ def test_a_reply_handler_rejecting_after_the_pivot_retries_the_step() -> None:
     assert applied(engine, tx, answer(shipped, Done())) is None
     store = engine.store
     assert isinstance(store, InMemorySagaStore)
-    assert store.history["r8"][-1].event == Event.RETRY_SCHEDULED and store.instances["r8"].data == {"n": 1}
+    assert store.history["r8"][-1].event == Event.PARKED and store.instances["r8"].data == {"n": 1}
+    assert "which the saga rejects after its pivot" in (store.instances["r8"].parked_reason or "")
 
 
 def test_a_definition_is_refused_when_a_step_after_the_pivot_could_be_compensated() -> None:

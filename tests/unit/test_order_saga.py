@@ -228,7 +228,7 @@ def test_silent_credit_participant_times_out_releasing_credit_then_goods(
     release_credit = engine.expire(tx, SAGA_ID_)
     store.past_deadline.clear()
     assert release_credit is not None and release_credit["type"] == ReleaseCredit.TYPE
-    assert release_credit.get_data() == {"customer_id": "12223"}
+    assert release_credit.get_data() == {"customer_id": "12223", "held_by": None}
     assert applied(engine, tx, answer(credit, CreditReserved(available_credit=Decimal("26")))) is None
     release_goods = applied(engine, tx, answer(release_credit, CreditReleased(amount=Decimal("74"))))
     assert release_goods is not None and release_goods["type"] == ReleaseGoods.TYPE
@@ -255,7 +255,7 @@ def test_overdue_compensation_is_sent_again_and_either_answer_finishes_it(
     again = engine.expire(tx, SAGA_ID_)
     # The same id: a participant that acted on the first answers from its inbox, not twice.
     assert again is not None and again["type"] == ReleaseGoods.TYPE and again["id"] == first["id"]
-    assert order_states(tx) == [("PENDING", None)], "a compensation is retried, never abandoned"
+    assert order_states(tx) == [("PENDING", None)], "a compensation is retried, never dropped"
     assert store.events(SAGA_ID_)[-1] == ("COMPENSATION_SENT", "release_goods")
     store.past_deadline.clear()
     assert applied(engine, tx, answer(first, GoodsReleased(quantity=2))) is None
