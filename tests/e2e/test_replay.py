@@ -211,7 +211,8 @@ def test_replay_while_orders_keep_arriving(rig: Rig, customers: list[Customer]) 
     assert not unexplained_balances(before, after)
     new_orders = set(after["orders.orders"]) - set(before["orders.orders"])
     assert new_orders == {(order_id,) for order_id in states}, "the only new orders are the ones placed"
-    new_reservations = {k[0] for k in set(after["goods.reservations"]) - set(before["goods.reservations"])}
+    # Keyed (saga type, saga id): the id is the order's.
+    new_reservations = {k[-1] for k in set(after["goods.reservations"]) - set(before["goods.reservations"])}
     assert new_reservations <= set(states), "reservations only for the new orders"
     assert not unbalanced_books(rig.db)
 
