@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from chaos import checks
-from chaos.faults import Injector, faults_wanted
+from chaos.faults import PHASE_ONE, Injector, faults_wanted
 from chaos.infra import ChaosInfra
 from chaos.load import Load
 from functions.account.schema import accounts
@@ -111,7 +111,7 @@ def run(*, orders: int, faults_per_kind: int, rate: float, step_timeout: float, 
     infra = ChaosInfra(repo, root, port_shift=port_shift)
     with infra as servers:
         env = {"SAGA_STEP_TIMEOUT_SECONDS": str(step_timeout), "SAGA_RETRY_ATTEMPTS": str(RETRY_ATTEMPTS),
-               "SAGA_RETRY_FIRST_DELAY_SECONDS": str(RETRY_FIRST_DELAY)}
+               "SAGA_RETRY_FIRST_DELAY_SECONDS": str(RETRY_FIRST_DELAY), **PHASE_ONE}
         with Stack(repo, root / "stack", servers, port_offset=PORT_OFFSET + port_shift, keep_warm=True,
                    ping_every=SWEEP_SECONDS,
                    kafka_suffix=f"-chaos-{uuid.uuid4().hex[:6]}", env=env) as stack:
@@ -152,6 +152,7 @@ def run(*, orders: int, faults_per_kind: int, rate: float, step_timeout: float, 
                 # broker restart just before left a backlog: 30 s.
                 late_bound=SWEEP_SECONDS + 5.0, parked_bound=30.0))
             parked = checks.parked_sagas(db)
+            versions = checks.sagas_by_version(db)
             found["the stack recovers: orders after the faults are approved"] = not_recovered
             outcomes = _outcomes(db)
             db.dispose()
@@ -173,6 +174,8 @@ def run(*, orders: int, faults_per_kind: int, rate: float, step_timeout: float, 
         "events_poisoned": len(record.poisoned_events),
         "sagas_parked": parked,
         "parked_resumed_at_end": len(resumed),
+        "upgraded_after_faults": record.upgraded_after_faults,
+        "sagas_by_version": versions,
         "client_answers": outcome.statuses,
         "client_retries": outcome.retried,
         "logins": {"ok": outcome.logins, "failed": outcome.logins_failed},
@@ -194,7 +197,10 @@ def _inject(injector: Injector, per_kind: int, chooser: random.Random, deadline:
     """Faults at random moments, kinds in random order, until each kind reached `per_kind` (its share of
     it for the slow ones). A fault that could not be injected is logged, counted, and tried again later."""
     left = Counter(faults_wanted(per_kind))
+    halfway = sum(left.values()) // 2
     while +left:
+        if injector.record.upgraded_after_faults is None and sum(injector.record.by_kind.values()) >= halfway:
+            injector.upgrade()  # a definition upgrade mid-run, with the faults going on around it
         if time.monotonic() > deadline:
             log.warning("time limit reached with faults left: %s", dict(+left))
             return False

@@ -196,6 +196,17 @@ def failure_policy(db: sa.Engine, *, budget: int, unparked: list[Any], resumed: 
     return _sampled(found)
 
 
+def sagas_by_version(db: sa.Engine) -> dict[str, dict[int, int]]:
+    """How many sagas of each type ran on each definition version."""
+    found: dict[str, dict[int, int]] = defaultdict(dict)
+    with db.connect() as tx:
+        for row in tx.execute(sa.select(saga_instances.c.saga_type, saga_instances.c.definition_version,
+                                        sa.func.count()).group_by(saga_instances.c.saga_type,
+                                                                  saga_instances.c.definition_version)):
+            found[row[0]][row[1]] = row[2]
+    return dict(found)
+
+
 def parked_sagas(db: sa.Engine) -> dict[str, int]:
     """How many sagas were PARKED during the run, by cause."""
     with db.connect() as tx:

@@ -46,6 +46,10 @@ def faults_wanted(per_kind: int) -> dict[str, int]:
 
 
 STOCKTAKE_SECONDS = (2.0, 25.0)  # some end within the retry budget, some outlast it (sagas PARKED)
+# The order service's functions: a deploy rolls them all. The run starts in the first phase of a two-phase
+# rollout (the build knows CancelOrderSaga v2, new cancels still start on v1) and flips halfway.
+ORDER_FUNCTIONS = ("order-api", "order-saga", "order-saga-timeouts", "order-outbox-relay")
+PHASE_ONE = {"SAGA_START_VERSIONS": "CancelOrderSaga=1"}
 POISON_SIZE = 1_500_000  # bytes of data: more than Kafka takes in one record (413 from the broker ingress)
 WAIT_PARKED_SECONDS = 120.0
 # Every kind of function on a saga's path, in turn: the order API, the step handler, each participant
@@ -69,6 +73,7 @@ class Record:
     # (saga type, saga id, when the sweep parked it), on PostgreSQL's clock
     poisoned_sagas: list[tuple[str, str, datetime]] = field(default_factory=list)
     poisoned_events: list[tuple[str, datetime]] = field(default_factory=list)  # (outbox event id, committed at)
+    upgraded_after_faults: int | None = None  # when the rollout's second phase came
     failed: Counter[str] = field(default_factory=Counter)  # faults that could not be injected, per kind
     seconds: dict[str, float] = field(default_factory=dict)  # time spent injecting/recovering, per kind
 
@@ -250,6 +255,21 @@ class Injector:
         self.record.poisoned_sagas.append((saga_type, saga_id, parked_at))
         log.info("poisoned saga %s: parked after %.1f s, repaired and resumed", saga_id,
                  (parked_at - poisoned_at).total_seconds())
+
+    def upgrade(self) -> None:
+        """The rollout's second phase, as a Deployment rolls: each order function restarted (SIGKILL, as
+        a pod is replaced) without the setting that held new cancels on v1; sagas in flight go on, each
+        on the version it started with."""
+        gateway = self._gateway()
+        for name in ORDER_FUNCTIONS:
+            function = gateway.functions[name]
+            for setting in PHASE_ONE:
+                function.env.pop(setting, None)
+            if function.process is not None and function.process.alive():
+                function.process.kill_group()
+        self.record.upgraded_after_faults = sum(self.record.by_kind.values())
+        log.info("rolled the order functions onto new cancels on v2 after %d faults",
+                 self.record.upgraded_after_faults)
 
     # --- helpers ---
     def _write(self, statement: Any) -> Any:

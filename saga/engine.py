@@ -182,11 +182,13 @@ DEFAULT_STEP_TIMEOUT = 60.0
 
 class SagaEngine(Generic[D]):
     def __init__(self, definition: SagaDefinition[D], store: SagaStore, *,
-                 older: Sequence[SagaDefinition[Any]] = (), step_timeout: float = DEFAULT_STEP_TIMEOUT,
-                 retry: RetryPolicy | None = None) -> None:
-        """New sagas start on `definition`; those started on an `older` version of it run on that one to
-        their end, so keep a version here while it has sagas in flight (`saga versions`). `retry`
-        replaces the definitions' policy for this deployment (a test stack's short budget)."""
+                 older: Sequence[SagaDefinition[Any]] = (), start_on: int | None = None,
+                 step_timeout: float = DEFAULT_STEP_TIMEOUT, retry: RetryPolicy | None = None) -> None:
+        """New sagas start on `definition`, the newest; those started on an `older` version of it run on that
+        one to their end, so keep a version here while it has sagas in flight (`saga versions`).
+        `start_on` holds new sagas on an older version: the first half of a two-phase rollout, in which
+        every replica learns the new version before any saga starts on it (an old replica cannot drive
+        one). `retry` replaces the definitions' policy for this deployment (a test stack's short budget)."""
         if step_timeout <= 0:
             raise ValueError("step_timeout must be positive")
         self.definition = definition
@@ -197,7 +199,10 @@ class SagaEngine(Generic[D]):
                                       f"{definition.name} (or a version given twice)")
             self.definitions[version.version] = version
         if max(self.definitions) != definition.version:
-            raise DefinitionError(f"{definition.name}: new sagas must start on the newest version")
+            raise DefinitionError(f"{definition.name}: `definition` must be the newest version")
+        if start_on is not None and start_on not in self.definitions:
+            raise DefinitionError(f"{definition.name}: cannot start on v{start_on}, it has {sorted(self.definitions)}")
+        self.starts_on: SagaDefinition[D] = self.definitions[start_on or definition.version]
         self.retry_override = retry
         self.store = store
         self.step_timeout = step_timeout
@@ -206,7 +211,7 @@ class SagaEngine(Generic[D]):
     def start(self, tx: Any, saga_id: str, data: D) -> CloudEvent | None:
         """Create the instance and run it up to its first participant step."""
         instance = SagaInstance(
-            saga_type=self.definition.name,
+            saga_type=self.starts_on.name,
             saga_id=saga_id,
             step=0,
             compensating=False,
@@ -214,10 +219,10 @@ class SagaEngine(Generic[D]):
             data=to_data(data),
             awaiting=None,
             version=0,
-            definition_version=self.definition.version,
+            definition_version=self.starts_on.version,
         )
-        run = _Run(instance, self.definition, data, self.step_timeout)
-        run.record(0, self.definition.name, Event.STARTED, definitionVersion=self.definition.version)
+        run = _Run(instance, self.starts_on, data, self.step_timeout)
+        run.record(0, self.starts_on.name, Event.STARTED, definitionVersion=self.starts_on.version)
         command = self._forward(tx, run, 0)
         self.store.insert(tx, run.result(), run.history)
         return command

@@ -21,7 +21,7 @@ import psycopg
 from cloudevents.http import CloudEvent
 from psycopg_pool import PoolTimeout
 
-from functions.order.cancel_order_saga import CancelOrderSagaData, cancel_order_saga
+from functions.order.cancel_order_saga import CancelOrderSagaData, cancel_order_saga, cancel_order_saga_v1
 from functions.order.create_order_saga import CreateOrderSagaData, create_order_saga
 from functions.platform.config import settings
 from saga import outbox as outbox_
@@ -46,12 +46,14 @@ def _retry(base: RetryPolicy) -> RetryPolicy:
         first_delay=base.first_delay if own.retry_first_delay is None else own.retry_first_delay)
 
 
-def _engine(definition: SagaDefinition[Any]) -> SagaEngine[Any]:
-    return SagaEngine(definition, store, step_timeout=settings().step_timeout, retry=_retry(definition.retry))
+def _engine(definition: SagaDefinition[Any], *older: SagaDefinition[Any]) -> SagaEngine[Any]:
+    """`definition`, the newest version, and the `older` ones that may still have sagas in flight."""
+    return SagaEngine(definition, store, older=older, start_on=settings().start_versions.get(definition.name),
+                      step_timeout=settings().step_timeout, retry=_retry(definition.retry))
 
 
 saga_engine = _engine(create_order_saga)
-cancel_engine = _engine(cancel_order_saga)
+cancel_engine = _engine(cancel_order_saga, cancel_order_saga_v1)
 # Every saga type over an order, by name: one step handler, one sweep, one set of tables for all.
 engines: dict[str, SagaEngine[Any]] = {engine.definition.name: engine for engine in (saga_engine, cancel_engine)}
 outbox = Outbox("orders.outbox")

@@ -34,12 +34,22 @@ class Settings:
     # definition's (None: the definition's own).
     retry_attempts: int | None
     retry_first_delay: float | None
+    # Saga type -> the definition version new sagas start on, when not the newest (a two-phase rollout).
+    start_versions: dict[str, int]
     login_user_failures: int  # failed logins per username within the window before 429
     login_user_window: float
     login_address_failures: int  # failed logins per client address within the window before 429
     login_address_window: float
     jwks_cache_seconds: float  # how long verifiers keep the JWKS (a retired key verifies until then)
     trusted_proxy_hops: int  # X-Forwarded-For entries appended by our own proxies (the ingress gateway)
+
+
+def _versions(text: str) -> dict[str, int]:
+    """`CancelOrderSaga=1,CreateOrderSaga=1` -> {name: version}."""
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(pair) != 2 or not pair[1].strip().isdigit() for pair in pairs):
+        raise ValueError(f"SAGA_START_VERSIONS must be NAME=VERSION[,NAME=VERSION...], not {text!r}")
+    return {name.strip(): int(version) for name, version in pairs}
 
 
 @functools.cache
@@ -59,6 +69,7 @@ def settings() -> Settings:
         step_timeout=float(env("SAGA_STEP_TIMEOUT_SECONDS", "60")),
         retry_attempts=int(value) if (value := env("SAGA_RETRY_ATTEMPTS")) else None,
         retry_first_delay=float(value) if (value := env("SAGA_RETRY_FIRST_DELAY_SECONDS")) else None,
+        start_versions=_versions(env("SAGA_START_VERSIONS", "")),
         login_user_failures=int(env("SAGA_LOGIN_USER_FAILURES", "5")),
         login_user_window=float(env("SAGA_LOGIN_USER_WINDOW_SECONDS", "300")),
         login_address_failures=int(env("SAGA_LOGIN_ADDRESS_FAILURES", "20")),

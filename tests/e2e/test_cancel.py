@@ -62,8 +62,9 @@ def test_an_approved_order_is_cancelled_and_gives_back_its_credit_and_goods(api:
     assert (sagas["sagaType"], sagas["state"]) == ("CreateOrderSaga", "COMPLETED")
     [other] = sagas["otherSagas"]
     assert (other["sagaType"], other["state"], other["sagaId"]) == ("CancelOrderSaga", "COMPLETED", order_id)
+    assert other["definitionVersion"] == 2
     assert [h["name"] for h in other["history"] if h["event"] == "COMMAND_SENT"] == [
-        "release_order_credit", "return_order_goods"]
+        "return_order_goods", "release_order_credit"]
     again = cancel(api, customer.token, order_id)
     assert again.status_code == 409 and "is CANCELLED" in again.json()["detail"]
     assert "Retry-After" not in again.headers

@@ -57,3 +57,6 @@ def test_faults_really_hit_the_flow(report: dict[str, Any]) -> None:
     assert report["sagas_parked"].get("the sweep failed", 0) >= report["sagas_poisoned"] >= 1
     assert report["events_poisoned"] >= 1
     assert report["cancels"].get("accepted", 0) >= 1 and report["outcomes"].get("CANCELLED", 0) >= 1
+    # The rollout flipped halfway: cancels before it ran on v1, after it on v2, each to its end.
+    assert report["upgraded_after_faults"] is not None
+    assert set(report["sagas_by_version"]["CancelOrderSaga"]) == {"1", "2"}, report["sagas_by_version"]

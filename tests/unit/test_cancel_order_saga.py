@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from functions.account.messages import CreditReleased, CreditReserved, ReleaseCredit
 from functions.goods.messages import GoodsReleased, GoodsReleaseRefused, GoodsReserved, ReleaseGoods
-from functions.order.cancel_order_saga import LOCK, CancelOrderSagaData, cancel_order_saga
+from functions.order.cancel_order_saga import LOCK, CancelOrderSagaData, cancel_order_saga, cancel_order_saga_v1
 from functions.order.create_order_saga import END_ORDER, CreateOrderSagaData, create_order_saga
 from saga.dsl import RetryPolicy
 from saga.engine import Event, SagaEngine
@@ -31,20 +31,23 @@ def approved(store: InMemorySagaStore, tx: RecordingTx) -> list[str]:
     return [reserve["id"], credit["id"]]
 
 
+def cancelling(by: str = "user-1") -> CancelOrderSagaData:
+    return CancelOrderSagaData(order_id=ORDER, customer_id="12223", goods_id=1, cancelled_by=by)
+
+
 def test_a_cancel_releases_what_the_create_saga_holds_and_ends_cancelled() -> None:
     store, tx = InMemorySagaStore(), RecordingTx()
     create_ids = approved(store, tx)
-    cancel = SagaEngine(cancel_order_saga, store)
-    release_credit = cancel.start(tx, ORDER, CancelOrderSagaData(order_id=ORDER, customer_id="12223", goods_id=1,
-                                                                  cancelled_by="user-1"))
-    assert release_credit is not None and release_credit["type"] == ReleaseCredit.TYPE
-    assert release_credit[SAGA_TYPE] == "CancelOrderSaga"
-    assert release_credit.get_data() == {"customer_id": "12223", "held_by": "CreateOrderSaga"}
-    assert (LOCK, (ORDER,)) in tx.statements, "the semantic lock, in the transaction that starts the saga"
-    release_goods = applied(cancel, tx, answer(release_credit, CreditReleased(amount=Decimal("74"))))
-    assert release_goods is not None and release_goods["type"] == ReleaseGoods.TYPE
+    cancel = SagaEngine(cancel_order_saga, store, older=(cancel_order_saga_v1,))
+    release_goods = cancel.start(tx, ORDER, cancelling())
+    assert release_goods is not None and release_goods["type"] == ReleaseGoods.TYPE, "v2: the scarce stock first"
+    assert release_goods[SAGA_TYPE] == "CancelOrderSaga"
     assert release_goods.get_data() == {"goods_id": 1, "held_by": "CreateOrderSaga"}
-    assert applied(cancel, tx, answer(release_goods, GoodsReleased(quantity=2))) is None
+    assert (LOCK, (ORDER,)) in tx.statements, "the semantic lock, in the transaction that starts the saga"
+    release_credit = applied(cancel, tx, answer(release_goods, GoodsReleased(quantity=2)))
+    assert release_credit is not None and release_credit["type"] == ReleaseCredit.TYPE
+    assert release_credit.get_data() == {"customer_id": "12223", "held_by": "CreateOrderSaga"}
+    assert applied(cancel, tx, answer(release_credit, CreditReleased(amount=Decimal("74")))) is None
     assert [params[0] for sql, params in tx.statements if sql == END_ORDER] == ["APPROVED", "CANCELLED"]
     # Two sagas over one id, each whole: ids never collide, each keeps its own instance and history.
     assert not {release_credit["id"], release_goods["id"]} & set(create_ids)
@@ -57,12 +60,9 @@ def test_a_cancel_releases_what_the_create_saga_holds_and_ends_cancelled() -> No
 def test_a_refused_return_is_retried_never_compensated_and_parks_past_the_budget() -> None:
     store, tx = InMemorySagaStore(), RecordingTx()
     approved(store, tx)
-    cancel = SagaEngine(cancel_order_saga, store, retry=BUDGET)
-    first = cancel.start(tx, ORDER, CancelOrderSagaData(order_id=ORDER, customer_id="12223", goods_id=1,
-                                                         cancelled_by="admin"))
-    assert first is not None
-    goods = applied(cancel, tx, answer(first, CreditReleased(amount=Decimal("74"))))
-    assert goods is not None
+    cancel = SagaEngine(cancel_order_saga, store, older=(cancel_order_saga_v1,), retry=BUDGET)
+    goods = cancel.start(tx, ORDER, cancelling("admin"))
+    assert goods is not None and goods["type"] == ReleaseGoods.TYPE
     assert applied(cancel, tx, answer(goods, GoodsReleaseRefused(reason="STOCKTAKE"))) is None
     assert store.history[("CancelOrderSaga", ORDER)][-1].event == Event.RETRY_SCHEDULED
     store.past_deadline.add(ORDER)
@@ -73,5 +73,23 @@ def test_a_refused_return_is_retried_never_compensated_and_parks_past_the_budget
     parked = store.instances[("CancelOrderSaga", ORDER)]
     assert parked.parked_reason is not None and not parked.compensating, "after the pivot: never compensated"
     resumed = cancel.resume(tx, ORDER, by="admin")
-    assert applied(cancel, tx, answer(resumed, GoodsReleased(quantity=2))) is None
+    credit = applied(cancel, tx, answer(resumed, GoodsReleased(quantity=2)))
+    assert credit is not None and credit["type"] == ReleaseCredit.TYPE
+    assert applied(cancel, tx, answer(credit, CreditReleased(amount=Decimal("74")))) is None
     assert [params[0] for sql, params in tx.statements if sql == END_ORDER] == ["APPROVED", "CANCELLED"]
+
+
+def test_a_two_phase_rollout_starts_on_v1_until_flipped_and_each_cancel_finishes_on_its_own_version() -> None:
+    """Phase one: every replica runs the build with v2, but new cancels still start on v1 (a replica of
+    the old build could not drive a v2 one). Phase two: new cancels start on v2; v1 ones finish on v1."""
+    store, tx = InMemorySagaStore(), RecordingTx()
+    approved(store, tx)
+    phase_one = SagaEngine(cancel_order_saga, store, older=(cancel_order_saga_v1,), start_on=1)
+    first = phase_one.start(tx, ORDER, cancelling())
+    assert first is not None and first["type"] == ReleaseCredit.TYPE, "v1: credit first"
+    phase_two = SagaEngine(cancel_order_saga, store, older=(cancel_order_saga_v1,))  # restarted, flipped
+    second = applied(phase_two, tx, answer(first, CreditReleased(amount=Decimal("74"))))
+    assert second is not None and second["type"] == ReleaseGoods.TYPE, "still v1's path"
+    assert applied(phase_two, tx, answer(second, GoodsReleased(quantity=2))) is None
+    finished = store.history[("CancelOrderSaga", ORDER)]
+    assert [h.detail.get("definitionVersion") for h in finished if h.event in (Event.STARTED, Event.FINISHED)] == [1, 1]

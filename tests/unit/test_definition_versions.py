@@ -129,3 +129,18 @@ def test_an_engine_takes_versions_of_one_saga_and_starts_on_the_newest() -> None
         SagaEngine(second, InMemorySagaStore(), older=(create_order_saga,))
     with pytest.raises(DefinitionError, match="versions start at 1"):
         step().invoke_participant(a).build(name="Bad", data_type=Data, version=0)
+
+
+def test_new_sagas_can_be_held_on_an_older_version_for_a_two_phase_rollout() -> None:
+    from functions.platform.config import _versions as start_versions
+
+    first, second = _versions()
+    with pytest.raises(DefinitionError, match="cannot start on v3"):
+        SagaEngine(second, InMemorySagaStore(), older=(first,), start_on=3)
+    store = InMemorySagaStore()
+    SagaEngine(second, store, older=(first,), start_on=1).start(Journal(), "held", Data())
+    assert store.instances["held"].definition_version == 1
+    assert start_versions(" CancelOrderSaga=1, CreateOrderSaga=2") == {"CancelOrderSaga": 1, "CreateOrderSaga": 2}
+    assert start_versions("") == {}
+    with pytest.raises(ValueError, match="NAME=VERSION"):
+        start_versions("CancelOrderSaga")
