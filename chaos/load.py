@@ -146,7 +146,8 @@ class Load:
             if answer.status_code == 409 and "Retry-After" in answer.headers:
                 time.sleep(min(float(answer.headers["Retry-After"]), 5.0))
                 continue
-            state = answer.json().get("detail", "").split(" is ")[-1].split(":")[0] if answer.status_code == 409 else ""
+            detail = answer.json().get("detail", "") if answer.status_code == 409 else ""
+            state = detail.split(" is ", 1)[-1].split(":")[0] if " is " in detail else ""
             # CANCEL_PENDING or CANCELLED: an earlier try was taken, its answer lost (a retried 5xx).
             outcome = ("accepted" if state in ("CANCEL_PENDING", "CANCELLED")
                        else f"refused: {state or answer.status_code}")

@@ -13,7 +13,7 @@ import psycopg
 from functions.platform.config import settings
 from functions.platform.database import postgres_url
 from functions.platform.ids import ORDER_ID
-from saga.errors import InvalidMessage, NotParked, UnknownSaga
+from saga.errors import InvalidMessage, NotParked, UnknownDefinition, UnknownSaga
 from saga.transaction import Tx
 
 CONNECT_TIMEOUT_SECONDS = 5
@@ -46,6 +46,8 @@ def resume(order_id: str, database_url: str, by: str, saga_type: str | None) -> 
         raise click.ClickException(f"the saga is {exc.state}; only a PARKED saga can be resumed") from exc
     except InvalidMessage as exc:
         raise click.ClickException(f"not resumed: its data still does not decode ({exc})") from exc
+    except UnknownDefinition as exc:
+        raise click.ClickException(f"not resumed: {exc}") from exc
     except psycopg.OperationalError as exc:
         raise click.ClickException(f"the database could not be reached: {exc}") from exc
     except psycopg.Error as exc:

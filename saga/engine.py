@@ -481,7 +481,7 @@ class SagaEngine(Generic[D]):
 
     @property
     def retry(self) -> RetryPolicy:
-        """The budget new sagas run with."""
+        """The budget of the newest definition (each saga runs with its own version's, unless overridden)."""
         return self.retry_override or self.definition.retry
 
     @staticmethod

@@ -23,7 +23,8 @@ from cloudevents.http import CloudEvent
 from saga.errors import InvalidMessage
 
 # CloudEvent types. Commands name the participant action; all saga replies share one type so one
-# Trigger (type + sagatype) routes every reply of a saga type to its step handler.
+# Trigger (on the type) routes every reply of the order's sagas to their step handler, which picks the
+# saga by `sagatype`.
 REPLY_TYPE = "io.knativesaga.saga.reply"
 
 # Extension attributes (CloudEvents: lowercase letters and digits only).

@@ -100,12 +100,18 @@ def upgrade_saga_tables(conn: sa.Connection, instances: sa.Table, history: sa.Ta
     key_by_saga_type(conn, instances)
     entries = f'"{history.schema}"."{history.name}"'
     if "saga_type" not in {c["name"] for c in sa.inspect(conn).get_columns(history.name, schema=history.schema)}:
-        # Entries from before there were two saga types over one id: each is its instance's.
+        # Entries from before there were two saga types over one id: each is its instance's. The default
+        # stays for the rollout: an old replica still writes entries without the column, and then ran only
+        # the CreateOrderSaga (drop it in the release after: docs/deploy.md).
         conn.execute(sa.text(f"ALTER TABLE {entries} ADD COLUMN saga_type text"))
         conn.execute(sa.text(f"UPDATE {entries} h SET saga_type = i.saga_type FROM {table} i "
                              "WHERE h.saga_id = i.saga_id"))
         conn.execute(sa.text(f"UPDATE {entries} SET saga_type = '?' WHERE saga_type IS NULL"))
+        conn.execute(sa.text(f"ALTER TABLE {entries} ALTER COLUMN saga_type SET DEFAULT {_LEGACY_TYPE}"))
         conn.execute(sa.text(f"ALTER TABLE {entries} ALTER COLUMN saga_type SET NOT NULL"))
+
+
+_LEGACY_TYPE = "'CreateOrderSaga'"  # the only saga type before there were two
 
 
 def key_by_saga_type(conn: sa.Connection, table: sa.Table, *, legacy_type: str | None = None) -> None:
@@ -117,8 +123,9 @@ def key_by_saga_type(conn: sa.Connection, table: sa.Table, *, legacy_type: str |
     if legacy_type is not None and "saga_type" not in {c["name"] for c in inspector.get_columns(table.name,
                                                                                                schema=table.schema)}:
         literal = "'" + legacy_type.replace("'", "''") + "'"  # DDL takes no parameters
+        # The default stays for the rollout: an old replica still inserts rows without the column (and
+        # then served only `legacy_type`); drop it in the release after (docs/deploy.md).
         conn.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN saga_type text NOT NULL DEFAULT {literal}"))
-        conn.execute(sa.text(f"ALTER TABLE {name} ALTER COLUMN saga_type DROP DEFAULT"))
     key = inspector.get_pk_constraint(table.name, schema=table.schema)
     if key["constrained_columns"] == ["saga_id"]:
         conn.execute(sa.text(f'ALTER TABLE {name} DROP CONSTRAINT "{key["name"]}"'))

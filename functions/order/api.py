@@ -38,7 +38,7 @@ from functions.platform.routing import Router
 from functions.platform.security import Principal, authenticate, require_admin, require_customer_access
 from saga.crashpoints import crash_point
 from saga.engine import SagaState
-from saga.errors import InvalidMessage, NotParked, UnknownSaga
+from saga.errors import InvalidMessage, NotParked, UnknownDefinition, UnknownSaga
 from saga.transaction import Database
 
 MAX_WAIT_SECONDS = 30
@@ -157,7 +157,8 @@ async def _get_saga(request: Request, order_id: str) -> Response:
     if not principal.is_admin:
         found = [_customer_view(saga) for saga in found]
     # The order's CreateOrderSaga as before; any later saga over it (its cancel) beside it.
-    return json_response({**found[0], "otherSagas": found[1:]})
+    first = next((saga for saga in found if saga["sagaType"] == service.saga_engine.definition.name), found[0])
+    return json_response({**first, "otherSagas": [saga for saga in found if saga is not first]})
 
 
 def _customer_view(saga: dict[str, Any]) -> dict[str, Any]:
@@ -218,6 +219,8 @@ async def _resume_saga(request: Request, saga_id: str) -> Response:
         raise Conflict(f"saga {saga_id} is {exc.state}; only a PARKED saga can be resumed") from exc
     except InvalidMessage as exc:  # what parked it is not fixed: nothing changed
         raise Conflict(f"saga {saga_id} cannot be resumed yet: its data does not decode ({exc})") from exc
+    except UnknownDefinition as exc:  # it started on a version this build lacks: deploy one that has it
+        raise Conflict(f"saga {saga_id} cannot be resumed by this build: {exc}") from exc
     await publish_after_commit(service.outbox, [command])
     found = await _db().call(_db().autocommit, lambda tx: service.store.describe(tx, saga_id))
     return json_response(next(saga for saga in found if saga["sagaType"] == command["sagatype"]))

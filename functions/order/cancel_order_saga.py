@@ -23,7 +23,8 @@ from functions.order.create_order_saga import RETRY, create_order_saga, end_orde
 from saga.dsl import SagaDefinition, step
 from saga.transaction import Tx
 
-LOCK = "UPDATE orders.orders SET state = 'CANCEL_PENDING', updated_at = now() WHERE order_id = %s"
+LOCK = ("UPDATE orders.orders SET state = 'CANCEL_PENDING', updated_at = now() "
+        "WHERE order_id = %s AND state = 'APPROVED'")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

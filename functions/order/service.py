@@ -56,6 +56,8 @@ saga_engine = _engine(create_order_saga)
 cancel_engine = _engine(cancel_order_saga, cancel_order_saga_v1)
 # Every saga type over an order, by name: one step handler, one sweep, one set of tables for all.
 engines: dict[str, SagaEngine[Any]] = {engine.definition.name: engine for engine in (saga_engine, cancel_engine)}
+if unknown := set(settings().start_versions) - set(engines):  # a misspelt name would silently end phase one
+    raise ValueError(f"SAGA_START_VERSIONS names {sorted(unknown)}: the saga types here are {sorted(engines)}")
 outbox = Outbox("orders.outbox")
 # While its CreateOrderSaga decides, an order cannot be cancelled: the client is told to come back.
 CANCEL_RETRY_AFTER_SECONDS = 1
@@ -67,7 +69,8 @@ CLAIM_KEY = ("INSERT INTO orders.order_requests (placed_by, idempotency_key, ord
 EARLIER_REQUEST = "SELECT request_hash FROM orders.order_requests WHERE placed_by = %s AND idempotency_key = %s"
 FIND = f"SELECT {ORDER_COLUMNS} FROM orders.orders WHERE order_id = %s"
 LOCK_ORDER = "SELECT order_id, customer_id, goods_id, state FROM orders.orders WHERE order_id = %s FOR UPDATE"
-PARKED_TYPES = "SELECT saga_type FROM orders.saga_instances WHERE saga_id = %s AND parked_reason IS NOT NULL"
+SAGAS_OF = ("SELECT saga_type, parked_reason IS NOT NULL AS parked FROM orders.saga_instances WHERE saga_id = %s "
+            "ORDER BY updated_at DESC")
 LIST_ALL = f"SELECT {ORDER_COLUMNS} FROM orders.orders ORDER BY created_at DESC LIMIT %s"
 LIST_FOR = f"SELECT {ORDER_COLUMNS} FROM orders.orders WHERE customer_id = %s ORDER BY created_at DESC LIMIT %s"
 
@@ -97,8 +100,13 @@ def cancel_order(tx: Tx, order_id: str, *, by: str) -> CloudEvent | None:
     order = tx.query(LOCK_ORDER, (order_id,)).one()
     if order is None:
         return None
+    if order.state == "PENDING":
+        sagas = {row.saga_type: row.parked for row in tx.query(SAGAS_OF, (order_id,)).all()}
+        if sagas.get(create_order_saga.name):  # waiting for a person, not for a moment: no Retry-After
+            raise OrderLocked("PENDING (its CreateOrderSaga is PARKED, waiting for an operator)")
+        raise OrderLocked(order.state, CANCEL_RETRY_AFTER_SECONDS)
     if order.state != "APPROVED":
-        raise OrderLocked(order.state, CANCEL_RETRY_AFTER_SECONDS if order.state == "PENDING" else None)
+        raise OrderLocked(order.state)
     data = CancelOrderSagaData(order_id=order_id, customer_id=order.customer_id, goods_id=order.goods_id,
                                cancelled_by=by)
     command = cancel_engine.start(tx, order_id, data)
@@ -189,10 +197,12 @@ def resume_saga(tx: Tx, saga_id: str, *, by: str, saga_type: str | None = None) 
     """`POST /admin/sagas/{id}/resume` and `saga resume`: take a PARKED saga up again; its command is
     queued in the outbox in the same transaction. Without `saga_type`, the one parked over this id."""
     if saga_type is None:
-        parked = [row.saga_type for row in tx.query(PARKED_TYPES, (saga_id,)).all()]
+        sagas = tx.query(SAGAS_OF, (saga_id,)).all()
+        parked = [row.saga_type for row in sagas if row.parked]
         if len(parked) > 1:
             raise AmbiguousSaga(f"sagas of types {sorted(parked)} are parked over {saga_id}: say which")
-        saga_type = parked[0] if parked else create_order_saga.name
+        # The parked one; with none parked, the last one to move (whose state the refusal then names).
+        saga_type = parked[0] if parked else sagas[0].saga_type if sagas else create_order_saga.name
     engine = engines.get(saga_type)
     if engine is None:
         raise UnknownSaga(f"no saga type {saga_type}")

@@ -90,6 +90,10 @@ def test_a_compensation_that_never_succeeds_parks_the_saga_until_an_admin_resume
         seen_by_admin = saga(api, admin_token, order_id)
         assert seen_by_admin["parkedReason"] == "release_goods answered GoodsReleaseRefused, 4 attempt(s) of 4"
         assert api.call("order", "GET", f"/orders/{order_id}", token=customer.token).json()["state"] == "PENDING"
+        # A cancel meanwhile is refused without Retry-After: it waits for a person, not for a moment.
+        cancel = api.call("order", "POST", f"/orders/{order_id}/cancel", token=customer.token)
+        assert cancel.status_code == 409 and "Retry-After" not in cancel.headers
+        assert "PARKED" in cancel.json()["detail"]
         listed = api.call("order", "GET", "/admin/sagas", token=admin_token, params={"state": "PARKED"})
         assert listed.status_code == 200, listed.text
         assert order_id in [s["sagaId"] for s in listed.json()]
