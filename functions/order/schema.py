@@ -50,7 +50,8 @@ def upgrade(conn: sa.Connection) -> None:
     inspector = sa.inspect(conn)
     if inspector.has_table(saga_instances.name, schema=metadata.schema):
         upgrade_saga_tables(conn, saga_instances, saga_history)
-    checks = {c["name"]: c["sqltext"] for c in inspector.get_check_constraints(orders.name, schema=metadata.schema)}
+    checks = ({c["name"]: c["sqltext"] for c in inspector.get_check_constraints(orders.name, schema=metadata.schema)}
+              if inspector.has_table(orders.name, schema=metadata.schema) else {})
     if "orders_state" in checks and "CANCELLED" not in str(checks["orders_state"]):  # the states cancelling added
         # NOT VALID, then VALIDATE: the table is not locked against writes while its rows are checked.
         states = ", ".join(f"'{state}'" for state in ORDER_STATES)
