@@ -288,14 +288,12 @@ class SagaEngine(Generic[D]):
         # How late the sweep came: what shows that a poisoned saga holds up no other.
         late: dict[str, Any] = {} if instance.overdue_by is None else {"overdueBy": round(instance.overdue_by, 3)}
         command: CloudEvent | None
-        if instance.awaiting is None and run.attempt >= self._retry(run).attempts:  # the budget shrank meanwhile
+        if instance.awaiting is None and run.attempt >= self._policy(run.definition).attempts:  # budget shrank
             command = self._park(run, self._name(run, current), f"out of retries ({run.attempt} attempt(s))", **late)
         elif instance.awaiting is None:  # a retry after a FAILURE is due: a new id, or the inbox answers it again
-            command = self._send_again(
-                run, current, stable_id(self.definition.name, saga_id, instance.step, "retry", instance.version),
-                attempt=run.attempt + 1, **late)
+            command = self._send_again(run, current, self._retry_id(instance), attempt=run.attempt + 1, **late)
         elif run.compensating or run.definition.retriable(instance.step):
-            policy, name = self._retry(run), self._name(run, current)
+            policy, name = self._policy(run.definition), self._name(run, current)
             if run.attempt >= policy.attempts:
                 # The awaited id stays: a late answer to it still moves the saga on.
                 command = self._park(run, name, f"{name} unanswered after {run.attempt} attempt(s)", **late)
@@ -326,8 +324,7 @@ class SagaEngine(Generic[D]):
         assert isinstance(current, ParticipantStep), "a saga parks only on participant steps"
         run.parked_reason = None
         run.record(instance.step, self._name(run, current), Event.RESUMED, by=by, parkedFor=instance.parked_reason)
-        command_id = instance.awaiting or stable_id(self.definition.name, saga_id, instance.step, "retry",
-                                                    instance.version)
+        command_id = instance.awaiting or self._retry_id(instance)
         command = self._send_again(run, current, command_id, attempt=1, resent=instance.awaiting is not None,
                                    resumed=True)
         self.store.update(tx, run.result(), run.history)
@@ -341,8 +338,8 @@ class SagaEngine(Generic[D]):
         instance = self.store.lock_overdue(tx, self.definition.name, saga_id)()
         if instance is None or instance.finished or instance.parked_reason is not None:
             return False
-        known = self.definitions.get(instance.definition_version)
-        policy, attempt = self.retry_override or (known or self.definition).retry, instance.attempt + 1
+        known = self.definitions.get(instance.definition_version, self.definition)  # never decoded here
+        policy, attempt = self._policy(known), instance.attempt + 1
         name = instance.step_name or "?"
         history = [HistoryEntry(step=instance.step, name=name, event=Event.SWEEP_FAILED,
                                 detail={"reason": reason, "attempt": attempt})]
@@ -444,7 +441,7 @@ class SagaEngine(Generic[D]):
 
     def _retry_later(self, run: _Run[D], name: str, reason: str) -> CloudEvent | None:
         """A compensation or retriable step failed: send it again after a backoff, or park past the budget."""
-        policy = self._retry(run)
+        policy = self._policy(run.definition)
         if run.attempt >= policy.attempts:
             return self._park(run, name, f"{reason}, {run.attempt} attempt(s) of {policy.attempts}")
         run.awaiting = None
@@ -476,13 +473,19 @@ class SagaEngine(Generic[D]):
                                     f"saga is at {instance.step_name}: the definition changed without a new version")
         return definition
 
-    def _retry(self, run: _Run[Any]) -> RetryPolicy:
-        return self.retry_override or run.definition.retry
+    def _policy(self, definition: SagaDefinition[Any]) -> RetryPolicy:
+        """The budget a saga on `definition` runs with: the deployment's, else its version's own."""
+        return self.retry_override or definition.retry
+
+    def _retry_id(self, instance: SagaInstance) -> str:
+        """A new id for the step's command, sent again after a FAILURE (the inbox would answer the old id's
+        FAILURE again): the instance's version makes it new, and the same on a re-run transition."""
+        return stable_id(self.definition.name, instance.saga_id, instance.step, "retry", instance.version)
 
     @property
     def retry(self) -> RetryPolicy:
         """The budget of the newest definition (each saga runs with its own version's, unless overridden)."""
-        return self.retry_override or self.definition.retry
+        return self._policy(self.definition)
 
     @staticmethod
     def _name(run: _Run[D], step: ParticipantStep[D]) -> str:

@@ -15,7 +15,7 @@ from saga.dsl import DefinitionError, SagaDefinition, fingerprint, step
 from saga.engine import SagaEngine
 from saga.errors import UnknownDefinition
 from tests.unit.fakes import InMemorySagaStore, answer, applied
-from tests.unit.test_dsl_engine import Done, Journal, a, b, begin, c, undo_a, undo_begin
+from tests.unit.test_dsl_engine import Data, Done, Journal, a, b, begin, c, undo_a, undo_begin
 
 RECORDED = repo_root() / "functions" / "saga_versions.json"
 
@@ -61,11 +61,6 @@ def test_the_retry_budget_does_not_change_the_fingerprint() -> None:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class _WiderData(create_order_saga.data_type):  # type: ignore[name-defined,misc]
     coupon: str | None = None
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Data:
-    n: int = 0
 
 
 def _versions() -> tuple[SagaDefinition[Data], SagaDefinition[Data]]:

@@ -14,15 +14,10 @@ from saga.engine import Event, SagaEngine, SagaState
 from saga.errors import InvalidMessage, NotParked
 from saga.messages import Command, Outcome, Reply
 from tests.unit.fakes import InMemorySagaStore, answer, applied
-from tests.unit.test_dsl_engine import Do, Done, Journal, Refused, begin, undo_begin
+from tests.unit.test_dsl_engine import Data, Do, Done, Journal, Refused, begin, undo_begin
 
 POLICY = RetryPolicy(attempts=3, first_delay=2.0, max_delay=5.0)
 STEP_TIMEOUT = 10.0
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Data:
-    n: int = 0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
