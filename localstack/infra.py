@@ -81,8 +81,20 @@ def dev_infra(repo: Path) -> LocalInfra:
     return LocalInfra(repo, repo / ".local" / "dev", pg_port=55432, kafka_port=19092)
 
 
+def suite_port_shift() -> int:
+    """SAGA_TEST_PORT_SHIFT moves a test run's ports and data aside, so two suites can run at once on one
+    machine (two clones, or a change and its base): 0 by default; a multiple of 100 (the width of a
+    stack's ports) up to 900."""
+    shift = int(os.environ.get("SAGA_TEST_PORT_SHIFT", "0"))
+    if not 0 <= shift <= 900 or shift % 100:
+        raise ValueError(f"SAGA_TEST_PORT_SHIFT must be a multiple of 100 from 0 to 900, not {shift}")
+    return shift
+
+
 def test_infra(repo: Path) -> LocalInfra:
-    return LocalInfra(repo, repo / ".local" / "test", pg_port=65432, kafka_port=29092)
+    shift = suite_port_shift()
+    root = repo / ".local" / ("test" if not shift else f"test-{shift}")
+    return LocalInfra(repo, root, pg_port=65432 - shift, kafka_port=29092 + shift)
 
 
 def repo_root() -> Path:

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from localstack.databases import throwaway_database
-from localstack.infra import Infra, repo_root
+from localstack.infra import Infra, repo_root, suite_port_shift
 from localstack.invariants import unbalanced_books
 from localstack.stack import Stack
 from tests.e2e.client import ADMIN_PASSWORD, DEMO_PASSWORD, SERVICES, Api, Customer
@@ -47,7 +47,9 @@ def local_stack(request: pytest.FixtureRequest) -> Iterator[Stack | None]:
     infra: Infra = request.getfixturevalue("infra")
     database = request.getfixturevalue("e2e_database")
     repo = repo_root()
-    with Stack(repo, repo / ".local" / "test", replace(infra, database_url=database), port_offset=10000,
+    shift = suite_port_shift()
+    root = repo / ".local" / ("test" if not shift else f"test-{shift}")
+    with Stack(repo, root, replace(infra, database_url=database), port_offset=10000 + shift,
                idle_seconds=120, ping_every=1.0, env=E2E_ENV) as stack:
         yield stack
         books = unbalanced_books(sa.create_engine(database))

@@ -26,7 +26,7 @@ from functions.account.schema import metadata as account_tables
 from functions.goods.schema import metadata as goods_tables
 from functions.order.schema import metadata as order_tables
 from localstack.databases import throwaway_database
-from localstack.infra import Infra, repo_root
+from localstack.infra import Infra, repo_root, suite_port_shift
 from localstack.invariants import unbalanced_books
 from saga.eventing.topology import Topology
 from saga.replay.engine import ConsumedWatch, Kafka, Replayer
@@ -64,8 +64,10 @@ def rig(infra: Infra) -> Iterator[Rig]:
     with throwaway_database(infra.database_url, "saga_replay") as url:
         db = sa.create_engine(url)
         try:
-            with Stack(repo, repo / ".local" / "test" / "replay", replace(infra, database_url=url),
-                       port_offset=20000, idle_seconds=300, kafka_suffix=f".{sa.make_url(url).database}") as stack:
+            shift = suite_port_shift()
+            with Stack(repo, repo / ".local" / f"test-{shift}" / "replay", replace(infra, database_url=url),
+                       port_offset=20000 + shift, idle_seconds=300,
+                       kafka_suffix=f".{sa.make_url(url).database}") as stack:
                 api = Api(stack.public_urls)
                 yield Rig(api, db, stack.topology_file, stack)
                 api.close()
