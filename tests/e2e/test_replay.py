@@ -65,7 +65,8 @@ def rig(infra: Infra) -> Iterator[Rig]:
         db = sa.create_engine(url)
         try:
             shift = suite_port_shift()
-            with Stack(repo, repo / ".local" / f"test-{shift}" / "replay", replace(infra, database_url=url),
+            root = repo / ".local" / ("test" if not shift else f"test-{shift}") / "replay"
+            with Stack(repo, root, replace(infra, database_url=url),
                        port_offset=20000 + shift, idle_seconds=300,
                        kafka_suffix=f".{sa.make_url(url).database}") as stack:
                 api = Api(stack.public_urls)
