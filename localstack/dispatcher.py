@@ -33,6 +33,7 @@ from pathlib import Path
 
 import aiohttp
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import Counter, Gauge, start_http_server
 
 from localstack.bookkeeping import KAFKA_CALL_HUNG, WATCHDOG_EXIT_CODE, KafkaCallWatch, PartitionProgress, is_fatal
 from localstack.deliveries import Deliverer, Outcome
@@ -47,6 +48,14 @@ MAX_IN_FLIGHT = 50  # records polled and not yet done, per Trigger: Knative's ma
 COMMIT_INTERVAL = 5.0  # seconds between offset commits: Knative's auto.commit.interval.ms
 POLL_SECONDS = 0.5  # a poll returns as soon as a record arrives; Knative's unordered poll timeout
 DRAIN_SECONDS = 10.0  # how long a stopping dispatcher lets its deliveries under way end
+METRICS_PORT_ENV = "DISPATCHER_METRICS_PORT"  # where it serves /metrics on 127.0.0.1 (the stack sets it)
+
+# What Knative's dispatcher reports as its delivery metrics, and what a Kafka lag exporter would: per Trigger.
+CONSUMER_LAG = Gauge("dispatcher_consumer_lag", "Records of the broker topic a Trigger has not done yet: the "
+                     "partition's end minus the Trigger's commit point", ["trigger", "partition"])
+DELIVERIES = Counter("dispatcher_deliveries", "Deliveries ended, by outcome: ok, failed (dead-lettered) or "
+                     "skipped (not for this Trigger, or not a CloudEvent)", ["trigger", "outcome"])
+DEAD_LETTERS = Counter("dispatcher_dead_letters", "Events written to a Trigger's dead-letter topic", ["trigger"])
 
 
 class TriggerDispatcher(threading.Thread):
@@ -165,6 +174,7 @@ class TriggerDispatcher(threading.Thread):
         if not final and now - self.committed_at < COMMIT_INTERVAL:
             return
         self.committed_at = now
+        self._measure_lag(consumer)
         with self.lock:
             offsets = [TopicPartition(self.topology.topic, partition, point)
                        for partition, progress in self.progress.items()
@@ -177,6 +187,23 @@ class TriggerDispatcher(threading.Thread):
             self._on_commit(None, offsets)
         else:
             consumer.commit(offsets=offsets, asynchronous=True)  # reported to _on_commit by a later poll
+
+    def _measure_lag(self, consumer: Consumer) -> None:
+        """Each assigned partition's end (as last fetched: no call to the broker) minus where the Trigger
+        would commit: what it still has to deliver, in flight included."""
+        with self.lock:
+            points = {p: progress.commit_point() for p, progress in self.progress.items()}
+        try:
+            assigned = consumer.assignment()
+            for tp in assigned:
+                _, end = consumer.get_watermark_offsets(tp, cached=True)
+                point = points.get(tp.partition)
+                if point is None:
+                    point = consumer.position([tp])[0].offset
+                if end >= 0 and point >= 0:
+                    CONSUMER_LAG.labels(self.trigger.name, str(tp.partition)).set(max(0, end - point))
+        except KafkaException as exc:  # a broker away: the gauge keeps its last value
+            log.debug("%s: lag not measured: %s", self.trigger.name, exc)
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if error is not None:
@@ -252,8 +279,10 @@ class TriggerDispatcher(threading.Thread):
             event = from_record(message.headers() or [], message.value())  # type: ignore[arg-type]
         except InvalidEvent as exc:
             log.error("%s: offset %s is not a CloudEvent (%s); skipped", self.trigger.name, message.offset(), exc)
+            DELIVERIES.labels(self.trigger.name, "skipped").inc()
             return
         if not matches(event, self.trigger.filter):  # the headers passed; an attribute decides (Knative's rule)
+            DELIVERIES.labels(self.trigger.name, "skipped").inc()
             return
         delivered = event.with_attributes(knativekafkapartition=str(message.partition()),
                                           knativekafkaoffset=str(message.offset()))
@@ -266,6 +295,7 @@ class TriggerDispatcher(threading.Thread):
                 # As Knative's: a reply that cannot be written fails the delivery (to the dead letters).
                 log.error("%s: the reply to %s could not be written: %s", self.trigger.name, event["id"], exc)
                 outcome = Outcome(outcome.status, str(exc).encode(), failed=True)
+        DELIVERIES.labels(self.trigger.name, "failed" if outcome.failed else "ok").inc()
         if outcome.failed:
             await self._dead_letter(delivered, outcome)
 
@@ -288,6 +318,7 @@ class TriggerDispatcher(threading.Thread):
         )
         try:
             await self.producer.send(parked.record(topic))
+            DEAD_LETTERS.labels(self.trigger.name).inc()
         except (KafkaException, BufferError) as exc:
             log.error("%s: event %s could not be dead-lettered and is dropped, as Knative does: %s",
                       self.trigger.name, event["id"], exc)
@@ -337,6 +368,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     topology = Topology.read(Path(sys.argv[1]))
     ready_file = Path(sys.argv[2]) if len(sys.argv) > 2 else None
+    if os.environ.get(METRICS_PORT_ENV):
+        start_http_server(int(os.environ[METRICS_PORT_ENV]), addr="127.0.0.1")
 
     async def run() -> None:
         stopping = asyncio.Event()

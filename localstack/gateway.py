@@ -120,7 +120,10 @@ class Gateway:
         # A function closes a keep-alive connection idle for 2 s: reusing one it is closing was a
         # "connection reset" (a 503) under load, so this side lets them go after 1 s.
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=1.0)
-        return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60))
+        # A proxy passes the body as it came: decompressed, it no longer matched its Content-Encoding
+        # (a gzipped /metrics answer arrived as plain text still labelled gzip).
+        return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60),
+                                     auto_decompress=False)
 
     async def _drop_connections(self, function: Function) -> None:
         """After its process stopped: kept-alive connections to it are dead, and reusing one is a 503."""

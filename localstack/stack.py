@@ -25,6 +25,7 @@ from saga.eventing.topology import Topology, Trigger
 log = logging.getLogger(__name__)
 
 INGRESS_PORT = 8090
+DISPATCHER_METRICS_PORT = 8089  # the dispatcher's /metrics (consumer lag per Trigger, dead letters)
 FIRST_INTERNAL_PORT = 8100  # Services without a contract port
 TOPOLOGY_FILE = "topology.json"  # the broker's routing, for the dispatcher and `saga replay`
 PUBLIC_NAMES = {"order-api": "order", "goods-api": "goods", "account-api": "account", "auth-api": "auth"}
@@ -74,6 +75,10 @@ class Stack:
     @property
     def public_urls(self) -> dict[str, str]:
         return {short: self.url(name) for name, short in PUBLIC_NAMES.items()}
+
+    @property
+    def dispatcher_metrics_port(self) -> int:
+        return DISPATCHER_METRICS_PORT + self.port_offset
 
     @property
     def dispatcher_pid(self) -> int | None:
@@ -220,6 +225,7 @@ class Stack:
         self.dispatcher = start_child(
             "dispatcher", [sys.executable, "-m", "localstack.dispatcher", str(topology_file), str(ready)],
             self.root / "logs" / "dispatcher.log", cwd=self.repo,
+            env={**os.environ, "DISPATCHER_METRICS_PORT": str(self.dispatcher_metrics_port)},
         )
         wait_until(ready.exists, timeout=90, what="the dispatcher's consumer groups", alive=self.dispatcher)
 

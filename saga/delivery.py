@@ -15,6 +15,7 @@ import psycopg
 from starlette.requests import Request
 from starlette.responses import Response
 
+from saga import metrics
 from saga.crashpoints import crash_point
 from saga.errors import SagaError
 from saga.eventing.binding import InvalidEvent, cloud_event, from_http, raw_event
@@ -29,6 +30,13 @@ MAX_EVENT_BYTES = 1024 * 1024  # Kafka's default record limit: no event the brok
 
 async def serve(request: Request, *, database: Database, inbox: Inbox, consumer: str, handle: Handler) -> Response:
     """The body of an event-driven function (`functions_framework.aio.http`)."""
+    response = await _answer(request, database=database, inbox=inbox, consumer=consumer, handle=handle)
+    result = "handled" if response.status_code < 400 else "rejected" if response.status_code < 500 else "failed"
+    metrics.EVENTS_HANDLED.labels(consumer, result).inc()
+    return response
+
+
+async def _answer(request: Request, *, database: Database, inbox: Inbox, consumer: str, handle: Handler) -> Response:
     if int(request.headers.get("content-length") or 0) > MAX_EVENT_BYTES:
         return problem(413, "Event too large", f"an event is at most {MAX_EVENT_BYTES} bytes (the broker's limit)")
     body = await request.body()

@@ -109,6 +109,9 @@ class SagaInstance:
     deadline_after: float | None = None
     # Read only by `lock_overdue`: seconds the saga was past its deadline when the sweep took it.
     overdue_by: float | None = None
+    # Read with the instance, never written: seconds since its last write (a reply's wait) and since its start.
+    waited: float | None = None
+    age: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -249,19 +252,24 @@ class SagaEngine(Generic[D]):
             raise UnknownSaga(f"no {self.definition.name} instance {saga_id}")
         refused = self._refusal(instance, event, answers, kind, outcome)
         if refused is not None:
+            code, reason = refused
             self.store.append(
                 tx,
                 instance.saga_type,
                 saga_id,
                 [HistoryEntry(step=instance.step, name=kind, event=Event.REPLY_IGNORED,
-                              detail={"replyId": event["id"], "answers": answers, "reason": refused})],
+                              detail={"replyId": event["id"], "answers": answers, "reason": reason, "code": code})],
             )
             return None
 
         run = self._run(instance)
         current = run.definition.steps[instance.step]
         assert isinstance(current, ParticipantStep), "a saga only waits on participant steps"
-        run.record(instance.step, kind, Event.REPLY_RECEIVED, outcome=str(outcome), replyId=event["id"])
+        # How long the reply was awaited (since the saga's last write: the send, or a resend): the step's latency.
+        waited = {} if instance.waited is None else {"waited": round(instance.waited, 4)}
+        run.record(instance.step, kind, Event.REPLY_RECEIVED, outcome=str(outcome), replyId=event["id"],
+                   stepName=self._name(run, current), direction="compensate" if run.compensating else "invoke",
+                   **waited)
         run.awaiting = None
         run.parked_reason = None  # the answer a parked saga waited for came after all: it goes on
         if run.compensating:
@@ -354,26 +362,28 @@ class SagaEngine(Generic[D]):
         return parked is not None
 
     def _refusal(self, instance: SagaInstance, event: CloudEvent, answers: str, kind: str,
-                 outcome: Outcome) -> str | None:
-        """Why the reply is not the one the saga awaits, or None if it is: it must answer the awaited
-        command, at the saga's step, come from that command's handler and be one of its replies."""
+                 outcome: Outcome) -> tuple[str, str] | None:
+        """Why the reply is not the one the saga awaits (a code for the metrics, the words for a person), or
+        None if it is: it must answer the awaited command, at the saga's step, come from that command's
+        handler and be one of its replies."""
         if instance.finished:
-            return "the saga has finished"
+            return "finished", "the saga has finished"
         if instance.awaiting != answers:
-            return "it answers no command the saga awaits"
+            return "not_awaited", "it answers no command the saga awaits"
         if event.get(SAGA_STEP) != str(instance.step):
-            return f"it is for step {event.get(SAGA_STEP)}, the saga awaits step {instance.step}"
+            return "wrong_step", f"it is for step {event.get(SAGA_STEP)}, the saga awaits step {instance.step}"
         current = self._definition_of(instance).steps[instance.step]
         assert isinstance(current, ParticipantStep), "a saga only waits on participant steps"
         command = current.compensation_type if instance.compensating else current.command_type
         assert command is not None, "a saga awaits a compensation only of a step that has one"
         if event["source"] != command.HANDLER:
-            return f"its source {event['source']} is not {command.HANDLER}, which handles {command.__name__}"
+            return "wrong_source", (f"its source {event['source']} is not {command.HANDLER}, which handles "
+                                    f"{command.__name__}")
         replies = {reply.__name__: reply for reply in command.REPLIES}
         if kind not in replies:
-            return f"{kind} is not a reply to {command.__name__}"
+            return "unknown_reply", f"{kind} is not a reply to {command.__name__}"
         if outcome is not replies[kind].OUTCOME:
-            return f"its outcome {outcome} contradicts {kind}"
+            return "contradictory_outcome", f"its outcome {outcome} contradicts {kind}"
         return None
 
     def _on_forward_reply(
@@ -416,7 +426,7 @@ class SagaEngine(Generic[D]):
         run.step = len(steps)
         run.finished = True
         run.record(run.step, run.definition.name, Event.FINISHED, outcome="COMPLETED",
-                   definitionVersion=run.definition.version)
+                   definitionVersion=run.definition.version, **_took(run))
         return None
 
     def _compensate(self, tx: Any, run: _Run[D], first: int) -> CloudEvent | None:
@@ -436,7 +446,7 @@ class SagaEngine(Generic[D]):
             return self._send(run, index, name, step.compensation(run.data), Event.COMPENSATION_SENT, "compensate")
         run.finished = True
         run.record(run.step, run.definition.name, Event.FINISHED, outcome="COMPENSATED",
-                   definitionVersion=run.definition.version)
+                   definitionVersion=run.definition.version, **_took(run))
         return None
 
     def _retry_later(self, run: _Run[D], name: str, reason: str) -> CloudEvent | None:
@@ -522,6 +532,11 @@ class SagaEngine(Generic[D]):
             command, event_id=command_id, source=self.source, saga_type=run.definition.name,
             saga_id=saga_id, step=index,
         )
+
+
+def _took(run: _Run[Any]) -> dict[str, float]:
+    """How long the saga took, when it did not end in the transaction that started it."""
+    return {} if run.instance.age is None else {"took": round(run.instance.age, 4)}
 
 
 def _apply(action: Any, tx: Any, data: D) -> D:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from cloudevents.http import CloudEvent
 from psycopg.types.json import Jsonb
 
+from saga import metrics
 from saga.messages import event_from_json, event_to_json
 from saga.transaction import Tx
 
@@ -43,6 +44,7 @@ def handle_once(tx: Tx, inbox: Inbox, consumer: str, event: CloudEvent, handler:
     claim = claimed.one()  # inserted or found: a row either way
     assert claim is not None
     if not claim.new:  # handled before: answer as then
+        tx.after_commit(metrics.INBOX_DUPLICATES.labels(consumer).inc)
         return None if claim.reply is None else event_from_json(claim.reply)
     reply = decide()
     if reply is not None:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from cloudevents.http import CloudEvent
 from psycopg.types.json import Jsonb
 
+from saga import metrics
 from saga.messages import event_from_json, event_to_json
 from saga.transaction import Database, Tx
 
@@ -36,6 +37,7 @@ class Outbox:
     (`saga.tables.parked_events_table`, the same name with `_parked`), by their qualified names."""
 
     def __init__(self, table: str) -> None:
+        self.name = table
         self.insert = f"INSERT INTO {table} (event_id, event) VALUES (%s, %s) ON CONFLICT DO NOTHING"
         self.due = (f"SELECT event_id, event FROM {table} WHERE created_at < now() - make_interval(secs => %s) "
                     "ORDER BY created_at LIMIT %s")
@@ -48,6 +50,8 @@ class Outbox:
                      "SELECT event_id, event, %s, %s FROM moved ON CONFLICT (event_id) DO UPDATE SET "
                      "event = EXCLUDED.event, status = EXCLUDED.status, reason = EXCLUDED.reason, parked_at = now()")
         self.parked = f"SELECT event_id, parked_at, status, reason, event FROM {table}_parked ORDER BY parked_at"
+        self.backlog = (f"SELECT count(*) AS waiting, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 "
+                        f"AS oldest FROM {table}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +121,7 @@ async def publish_after_commit(published: PublishedRows, publisher: Publisher, e
     try:
         outcome = await publisher.publish(events)
         published.add(outcome.sent)
+        _count(published.outbox, outcome)
         if outcome.refused:
             await published.database.call(_park, published.database, published.outbox, outcome.refused)
     except Exception:
@@ -129,11 +134,27 @@ async def sweep(database: Database, outbox: Outbox, publisher: Publisher, *, lim
     those the broker refuses for good; returns how many were published."""
     rows: list[Any] = await database.call(_due, database, outbox, limit, older_than)
     outcome = await publisher.publish([event_from_json(row.event) for row in rows])
+    _count(outbox, outcome)
     if outcome.sent:
         await database.call(_delete, database, outbox, outcome.sent)
     if outcome.refused:
         await database.call(_park, database, outbox, outcome.refused)
+    backlog = await database.call(_backlog, database, outbox)
+    metrics.OUTBOX_BACKLOG.labels(outbox.name).set(backlog.waiting)
+    metrics.OUTBOX_OLDEST_AGE.labels(outbox.name).set(backlog.oldest)
     return len(outcome.sent)
+
+
+def _count(outbox: Outbox, outcome: Published) -> None:
+    metrics.OUTBOX_PUBLISHED.labels(outbox.name).inc(len(outcome.sent))
+    for refusal in outcome.refused:
+        metrics.OUTBOX_REFUSED.labels(outbox.name, str(refusal.status)).inc()
+
+
+def _backlog(database: Database, outbox: Outbox) -> Any:
+    """What is left after a sweep: how many events wait, and how long the oldest has (the broker is away,
+    or a writer died before publishing)."""
+    return database.autocommit(lambda tx: tx.query(outbox.backlog).one())
 
 
 def _due(database: Database, outbox: Outbox, limit: int, older_than: float) -> list[Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from saga import metrics
 from saga.engine import HistoryEntry, SagaInstance, SagaState
 from saga.transaction import Tx
 
@@ -20,6 +21,10 @@ _COLUMNS = ("saga_id, saga_type, step, compensating, finished, data, awaiting, v
 # SagaState.of in SQL, for filtering.
 _STATE = ("(CASE WHEN parked_reason IS NOT NULL THEN 'PARKED' WHEN finished AND compensating THEN 'COMPENSATED' "
           "WHEN finished THEN 'COMPLETED' WHEN compensating THEN 'COMPENSATING' ELSE 'RUNNING' END)")
+# How long since the saga's last write (when a reply comes: how long it was awaited) and since its start,
+# on PostgreSQL's clock: what the engine records as a step's latency and a saga's duration.
+_AGES = ("extract(epoch FROM now() - updated_at)::float8 AS waited, "
+         "extract(epoch FROM now() - created_at)::float8 AS age")
 # Seconds from now, on PostgreSQL's clock (NULL: nothing awaited).
 _DEADLINE = "now() + make_interval(secs => %(deadline_after)s::float8)"
 
@@ -30,8 +35,8 @@ class PostgresSagaStore:
         self._insert = (f"INSERT INTO {instances} ({_COLUMNS}, deadline) VALUES (%(saga_id)s, %(saga_type)s, "
                         "%(step)s, %(compensating)s, %(finished)s, %(data)s, %(awaiting)s, %(version)s, %(attempt)s, "
                         f"%(parked_reason)s, %(definition_version)s, %(step_name)s, {_DEADLINE})")
-        self._lock = f"SELECT {_COLUMNS} FROM {instances} WHERE saga_id = %s AND saga_type = %s FOR UPDATE"
-        self._lock_overdue = (f"SELECT {_COLUMNS}, extract(epoch FROM now() - deadline)::float8 AS overdue_by "
+        self._lock = f"SELECT {_COLUMNS}, {_AGES} FROM {instances} WHERE saga_id = %s AND saga_type = %s FOR UPDATE"
+        self._lock_overdue = (f"SELECT {_COLUMNS}, {_AGES}, extract(epoch FROM now() - deadline)::float8 AS overdue_by "
                               f"FROM {instances} WHERE saga_id = %s AND saga_type = %s "
                               "AND NOT finished AND parked_reason IS NULL AND deadline < now() FOR UPDATE")
         self._update = (f"UPDATE {instances} SET step = %(step)s, compensating = %(compensating)s, "
@@ -82,6 +87,7 @@ class PostgresSagaStore:
             values = [v for h in history for v in (saga_type, saga_id, h.step, h.name, str(h.event), Jsonb(h.detail))]
             tx.execute(f"INSERT INTO {self._history} (saga_type, saga_id, step, name, event, detail) VALUES {rows}",
                        values)
+            tx.after_commit(lambda: metrics.observe_history(saga_type, history))
 
     def list_sagas(self, tx: Tx, *, state: str | None = None, saga_type: str | None = None,
              older_than: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
@@ -136,6 +142,7 @@ def _instance_of(fetch: Callable[[], Any]) -> Callable[[], SagaInstance | None]:
             saga_type=row.saga_type, saga_id=row.saga_id, step=row.step, compensating=row.compensating,
             finished=row.finished, data=row.data, awaiting=row.awaiting, version=row.version,
             attempt=row.attempt, parked_reason=row.parked_reason, overdue_by=getattr(row, "overdue_by", None),
+            waited=row.waited, age=row.age,
             definition_version=row.definition_version, step_name=row.step_name,
         )
 

@@ -55,6 +55,7 @@ class Tx:
 
     def __init__(self, connection: psycopg.Connection[Any]) -> None:
         self._connection = connection
+        self._after_commit: list[Callable[[], None]] = []
 
     def query(self, sql: str, params: Params = ()) -> Rows:
         """Queue a statement whose rows are wanted."""
@@ -66,16 +67,30 @@ class Tx:
         """Queue a statement whose result is not (an error in it fails the transaction at COMMIT)."""
         self._connection.execute(sql, params)
 
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the transaction has committed (never if it rolls back): what a handler
+        counts (`saga.metrics`) must be what happened, and a transaction run again counts once."""
+        self._after_commit.append(callback)
+
+    def committed(self) -> None:
+        for callback in self._after_commit:
+            try:
+                callback()
+            except Exception:  # a count must never fail what committed
+                log.warning("an after-commit callback failed", exc_info=True)
+        self._after_commit.clear()
+
 
 @contextmanager
 def transaction(connection: psycopg.Connection[Any]) -> Iterator[Tx]:
     """One transaction on an autocommit connection: committed when the block ends, else rolled back."""
+    tx = Tx(connection)
     try:
         with connection.pipeline():
             # Never prepared: nothing to gain, and PostgreSQL's statement statistics (which the
             # benchmark counts transactions with) miss utility statements run as prepared ones.
             connection.execute("BEGIN", prepare=False)
-            yield Tx(connection)
+            yield tx
             connection.execute("COMMIT", prepare=False)
     except BaseException:
         # An error aborts the pipeline; once it is synced, the transaction is left failed or open.
@@ -85,6 +100,7 @@ def transaction(connection: psycopg.Connection[Any]) -> Iterator[Tx]:
             except psycopg.Error:
                 log.warning("rollback failed; the pool discards the connection", exc_info=True)
         raise
+    tx.committed()
 
 
 class Database:
@@ -108,8 +124,12 @@ class Database:
     def autocommit(self, work: Callable[[Tx], T]) -> T:
         """`work(tx)` without BEGIN and COMMIT, for reads and single statements: what it queues runs
         as one implicit transaction, in one round trip. Blocking: call it through `call`."""
-        with self.pool.connection() as connection, connection.pipeline():
-            return work(Tx(connection))
+        with self.pool.connection() as connection:
+            tx = Tx(connection)
+            with connection.pipeline():
+                result = work(tx)
+            tx.committed()
+            return result
 
     def run_sync(self, work: Callable[[Tx], T]) -> T:
         with self.transaction() as tx:

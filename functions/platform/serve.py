@@ -33,6 +33,26 @@ def handed_socket() -> int | None:
     return None
 
 
+METRICS_PATH = "/metrics"
+
+
+def with_metrics(app: Any) -> Any:
+    """`app`, with this process's Prometheus metrics (`saga.metrics`) answered on GET /metrics. In a cluster
+    they are scraped inside the pod (Istio merges them into its agent's scrape, docs/deploy.md), never
+    through the Gateway, which routes only the contract's paths; locally, on the function's own port."""
+    from prometheus_client import make_asgi_app
+
+    metrics_app = make_asgi_app()
+
+    async def app_with_metrics(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == METRICS_PATH:
+            await metrics_app(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return app_with_metrics
+
+
 def function_app(source: str, target: str) -> Any:
     """functions-framework's ASGI app for the function, its catch-all route matching every path.
     That route is `/{path:path}`, whose `.*` stops at a newline: a path with an encoded one (`%0A`)
@@ -62,6 +82,7 @@ def main(source: str, target: str, host: str, port: int) -> None:
     counts_file = os.environ.get(activity.ENV)
     if counts_file:  # the local stack's autoscaler counts requests here (queue-proxy does in a cluster)
         app = activity.counted(app, activity.Counts(Path(counts_file)))
+    app = with_metrics(app)  # outside the count: a scrape does not keep a function from scaling to zero
     config = uvicorn.Config(
         app, host=host, port=port, loop="uvloop", http="httptools", lifespan="off", log_level="warning",
         # The function decides which X-Forwarded-For entry to trust (functions/auth/api.py); uvicorn's
