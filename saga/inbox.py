@@ -16,7 +16,7 @@ from collections.abc import Callable
 from cloudevents.http import CloudEvent
 from psycopg.types.json import Jsonb
 
-from saga import metrics
+from saga import metrics, tracing
 from saga.messages import event_from_json, event_to_json
 from saga.transaction import Tx
 
@@ -48,5 +48,6 @@ def handle_once(tx: Tx, inbox: Inbox, consumer: str, event: CloudEvent, handler:
         return None if claim.reply is None else event_from_json(claim.reply)
     reply = decide()
     if reply is not None:
+        tracing.stamp(reply)  # stored stamped: a redelivery answers the very same event
         tx.execute(inbox.answer, (Jsonb(event_to_json(reply)), *key))
     return reply

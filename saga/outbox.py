@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from cloudevents.http import CloudEvent
 from psycopg.types.json import Jsonb
 
-from saga import metrics
+from saga import metrics, tracing
 from saga.messages import event_from_json, event_to_json
 from saga.transaction import Database, Tx
 
@@ -73,8 +73,8 @@ class Published:
 
 
 def add(tx: Tx, outbox: Outbox, event: CloudEvent) -> None:
-    """Store `event` for publication; part of the caller's transaction."""
-    tx.execute(outbox.insert, (event["id"], Jsonb(event_to_json(event))))
+    """Store `event` for publication, in the current trace; part of the caller's transaction."""
+    tx.execute(outbox.insert, (event["id"], Jsonb(event_to_json(tracing.stamp(event)))))
 
 
 class Publisher(Protocol):

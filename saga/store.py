@@ -12,12 +12,12 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from saga import metrics
+from saga import metrics, tracing
 from saga.engine import HistoryEntry, SagaInstance, SagaState
 from saga.transaction import Tx
 
 _COLUMNS = ("saga_id, saga_type, step, compensating, finished, data, awaiting, version, attempt, parked_reason, "
-            "definition_version, step_name")
+            "definition_version, step_name, traceparent")
 # SagaState.of in SQL, for filtering.
 _STATE = ("(CASE WHEN parked_reason IS NOT NULL THEN 'PARKED' WHEN finished AND compensating THEN 'COMPENSATED' "
           "WHEN finished THEN 'COMPLETED' WHEN compensating THEN 'COMPENSATING' ELSE 'RUNNING' END)")
@@ -34,7 +34,7 @@ class PostgresSagaStore:
         instances, self._history = f"{schema}.saga_instances", f"{schema}.saga_history"
         self._insert = (f"INSERT INTO {instances} ({_COLUMNS}, deadline) VALUES (%(saga_id)s, %(saga_type)s, "
                         "%(step)s, %(compensating)s, %(finished)s, %(data)s, %(awaiting)s, %(version)s, %(attempt)s, "
-                        f"%(parked_reason)s, %(definition_version)s, %(step_name)s, {_DEADLINE})")
+                        f"%(parked_reason)s, %(definition_version)s, %(step_name)s, %(traceparent)s, {_DEADLINE})")
         self._lock = f"SELECT {_COLUMNS}, {_AGES} FROM {instances} WHERE saga_id = %s AND saga_type = %s FOR UPDATE"
         self._lock_overdue = (f"SELECT {_COLUMNS}, {_AGES}, extract(epoch FROM now() - deadline)::float8 AS overdue_by "
                               f"FROM {instances} WHERE saga_id = %s AND saga_type = %s "
@@ -45,10 +45,10 @@ class PostgresSagaStore:
                         f"deadline = {_DEADLINE}, updated_at = now() "
                         "WHERE saga_id = %(saga_id)s AND saga_type = %(saga_type)s")
         # Parked sagas have no deadline: the sweep never sees them.
-        self._overdue = (f"SELECT saga_id FROM {instances} WHERE NOT finished AND saga_type = %s "
+        self._overdue = (f"SELECT saga_id, traceparent FROM {instances} WHERE NOT finished AND saga_type = %s "
                          "AND deadline < now() ORDER BY deadline LIMIT %s")
         self._list = ("SELECT saga_id, saga_type, definition_version, step, step_name, attempt, parked_reason, "
-                      "deadline, created_at, updated_at, "
+                      "deadline, created_at, updated_at, traceparent, "
                       f"{_STATE} AS state, (NOT finished AND deadline < now()) IS TRUE AS overdue FROM {instances} "
                       f"WHERE (%(state)s::text IS NULL OR {_STATE} = %(state)s) "
                       "AND (%(saga_type)s::text IS NULL OR saga_type = %(saga_type)s) "
@@ -62,7 +62,8 @@ class PostgresSagaStore:
                             "WHERE saga_id = %s ORDER BY id")
 
     def insert(self, tx: Tx, instance: SagaInstance, history: Sequence[HistoryEntry]) -> None:
-        tx.execute(self._insert, _row(instance))
+        """A new saga, in the trace it starts in (`saga.tracing`: the request's or event's span)."""
+        tx.execute(self._insert, {**_row(instance), "traceparent": tracing.current()})
         self.append(tx, instance.saga_type, instance.saga_id, history)
 
     def lock(self, tx: Tx, saga_type: str, saga_id: str) -> Callable[[], SagaInstance | None]:
@@ -71,9 +72,9 @@ class PostgresSagaStore:
     def lock_overdue(self, tx: Tx, saga_type: str, saga_id: str) -> Callable[[], SagaInstance | None]:
         return _instance_of(tx.query(self._lock_overdue, (saga_id, saga_type)).one)
 
-    def overdue(self, tx: Tx, saga_type: str, limit: int) -> list[str]:
-        """Ids of unfinished sagas past their deadline, oldest deadline first."""
-        return [row.saga_id for row in tx.query(self._overdue, (saga_type, limit)).all()]
+    def overdue(self, tx: Tx, saga_type: str, limit: int) -> list[tuple[str, str | None]]:
+        """Unfinished sagas past their deadline, oldest deadline first: each one's id and trace context."""
+        return [(row.saga_id, row.traceparent) for row in tx.query(self._overdue, (saga_type, limit)).all()]
 
     def update(self, tx: Tx, instance: SagaInstance, history: Sequence[HistoryEntry]) -> None:
         """Write `instance` (its version already incremented); the caller holds its lock."""
@@ -101,6 +102,7 @@ class PostgresSagaStore:
             "attempt": row.attempt, "parkedReason": row.parked_reason, "overdue": row.overdue,
             "deadline": row.deadline.isoformat() if row.deadline is not None else None,
             "createdAt": row.created_at.isoformat(), "updatedAt": row.updated_at.isoformat(),
+            "traceId": tracing.trace_id(row.traceparent),
         } for row in found.all()]
 
     def describe(self, tx: Tx, saga_id: str) -> list[dict[str, Any]]:
@@ -129,6 +131,7 @@ class PostgresSagaStore:
             "data": row.data,
             "createdAt": row.created_at.isoformat(),
             "updatedAt": row.updated_at.isoformat(),
+            "traceId": tracing.trace_id(row.traceparent),
             "history": history.get(row.saga_type, []),
         } for row in rows]
 

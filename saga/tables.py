@@ -69,6 +69,8 @@ def saga_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         # The definition version it started on and runs on to its end, and its current step by name.
         sa.Column("definition_version", sa.Integer, nullable=False, server_default="1"),
         sa.Column("step_name", sa.Text, nullable=True),
+        # The W3C trace context the saga started in: what the sweep or a resume sends joins its trace.
+        sa.Column("traceparent", sa.Text, nullable=True),
         # When the awaited reply is overdue (NULL: nothing awaited); read by the stuck-saga sweep.
         sa.Column("deadline", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
@@ -95,7 +97,7 @@ def upgrade_saga_tables(conn: sa.Connection, instances: sa.Table, history: sa.Ta
     """Columns added since a table was first created (create_all adds only missing tables)."""
     table = f'"{instances.schema}"."{instances.name}"'
     for column in ("deadline timestamptz", "attempt integer NOT NULL DEFAULT 0", "parked_reason text",
-                   "definition_version integer NOT NULL DEFAULT 1", "step_name text"):
+                   "definition_version integer NOT NULL DEFAULT 1", "step_name text", "traceparent text"):
         conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column}"))
     key_by_saga_type(conn, instances)
     entries = f'"{history.schema}"."{history.name}"'

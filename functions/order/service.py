@@ -25,6 +25,7 @@ from functions.order.cancel_order_saga import CancelOrderSagaData, cancel_order_
 from functions.order.create_order_saga import CreateOrderSagaData, create_order_saga
 from functions.platform.config import settings
 from saga import outbox as outbox_
+from saga import tracing
 from saga.dsl import RetryPolicy, SagaDefinition
 from saga.engine import SagaEngine
 from saga.errors import InvalidMessage, UnknownSaga
@@ -69,6 +70,7 @@ CLAIM_KEY = ("INSERT INTO orders.order_requests (placed_by, idempotency_key, ord
 EARLIER_REQUEST = "SELECT request_hash FROM orders.order_requests WHERE placed_by = %s AND idempotency_key = %s"
 FIND = f"SELECT {ORDER_COLUMNS} FROM orders.orders WHERE order_id = %s"
 LOCK_ORDER = "SELECT order_id, customer_id, goods_id, state FROM orders.orders WHERE order_id = %s FOR UPDATE"
+TRACE_OF = "SELECT traceparent FROM orders.saga_instances WHERE saga_id = %s AND saga_type = %s"
 SAGAS_OF = ("SELECT saga_type, parked_reason IS NOT NULL AS parked FROM orders.saga_instances WHERE saga_id = %s "
             "ORDER BY updated_at DESC")
 LIST_ALL = f"SELECT {ORDER_COLUMNS} FROM orders.orders ORDER BY created_at DESC LIMIT %s"
@@ -161,10 +163,10 @@ def expire_overdue(database: Database, *, limit: int = 500) -> list[CloudEvent]:
     queued = []
     for engine in engines.values():
         name = engine.definition.name
-        overdue: list[str] = database.autocommit(lambda tx: store.overdue(tx, name, limit))  # noqa: B023
-        for saga_id in overdue:
+        overdue = database.autocommit(lambda tx: store.overdue(tx, name, limit))  # noqa: B023
+        for saga_id, traceparent in overdue:
             try:
-                with database.transaction() as tx:
+                with tracing.joined(traceparent, f"sweep {name}", saga_id=saga_id), database.transaction() as tx:
                     command = engine.expire(tx, saga_id)
                     if command is not None:
                         outbox_.add(tx, outbox, command)
@@ -206,8 +208,9 @@ def resume_saga(tx: Tx, saga_id: str, *, by: str, saga_type: str | None = None) 
     engine = engines.get(saga_type)
     if engine is None:
         raise UnknownSaga(f"no saga type {saga_type}")
-    command = engine.resume(tx, saga_id, by=by)
-    outbox_.add(tx, outbox, command)
+    with tracing.joined(tx.query(TRACE_OF, (saga_id, saga_type)).scalar(), f"resume {saga_type}", saga_id=saga_id):
+        command = engine.resume(tx, saga_id, by=by)
+        outbox_.add(tx, outbox, command)
     return command
 
 

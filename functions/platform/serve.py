@@ -77,8 +77,9 @@ def main(source: str, target: str, host: str, port: int) -> None:
     import uvicorn
 
     from functions.platform import activity
+    from saga.tracing import traced
 
-    app = function_app(source, target)
+    app = traced(function_app(source, target))
     counts_file = os.environ.get(activity.ENV)
     if counts_file:  # the local stack's autoscaler counts requests here (queue-proxy does in a cluster)
         app = activity.counted(app, activity.Counts(Path(counts_file)))

@@ -15,6 +15,7 @@ from localstack.infra import Infra, repo_root, suite_port_shift
 from localstack.invariants import unbalanced_books
 from localstack.stack import Stack
 from tests.e2e.client import ADMIN_PASSWORD, DEMO_PASSWORD, SERVICES, Api, Customer
+from tests.e2e.otlp import Receiver
 
 GATEWAY = os.environ.get("SAGA_E2E_BASE_URL")
 
@@ -39,18 +40,28 @@ E2E_ENV = {
 
 
 @pytest.fixture(scope="session")
+def traces() -> Iterator[Receiver]:
+    """Where the local stack's functions export their spans (OTLP/HTTP), for the whole session."""
+    with Receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="session")
 def local_stack(request: pytest.FixtureRequest) -> Iterator[Stack | None]:
-    """The whole local stack for the session (None against a cluster's gateway)."""
+    """The whole local stack for the session (None against a cluster's gateway), tracing on: every
+    function exports its spans to `traces`, batched for at most 200 ms."""
     if GATEWAY:
         yield None
         return
     infra: Infra = request.getfixturevalue("infra")
     database = request.getfixturevalue("e2e_database")
+    receiver: Receiver = request.getfixturevalue("traces")
+    env = {**E2E_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200"}
     repo = repo_root()
     shift = suite_port_shift()
     root = repo / ".local" / ("test" if not shift else f"test-{shift}")
     with Stack(repo, root, replace(infra, database_url=database), port_offset=10000 + shift,
-               idle_seconds=120, ping_every=1.0, env=E2E_ENV) as stack:
+               idle_seconds=120, ping_every=1.0, env=env) as stack:
         yield stack
         books = unbalanced_books(sa.create_engine(database))
         assert not books, f"the books do not balance after the e2e run: {books}"

@@ -49,7 +49,8 @@ def start_order(database: Database, step_timeout: float) -> tuple[str, CloudEven
 
 
 def overdue(database: Database, order_id: str) -> bool:
-    return order_id in database.autocommit(lambda tx: order_service.store.overdue(tx, create_order_saga.name, 10_000))
+    overdue = database.autocommit(lambda tx: order_service.store.overdue(tx, create_order_saga.name, 10_000))
+    return order_id in [saga_id for saga_id, _ in overdue]
 
 
 def wait_overdue(database: Database, order_id: str) -> None:
