@@ -5,6 +5,8 @@ phases (throughput at concurrency 1, 4, 16, 64), open-loop phases (latency at 10
 the best throughput), reads the footprint of the idle processes, scales every function to zero 20
 times to time its cold start, and checks the books. It prints a table and one JSON line, writes
 the JSON to bench/results/<date>-<rev>.json, and exits non-zero if any invariant is broken.
+Progress goes to stderr: a bar per phase on a terminal, a plain line every 10 s and at each phase's
+end elsewhere (saga/progress.py); stdout holds only the table and the JSON line.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from localstack.infra import Infra, dev_infra, git_revision, repo_root
 from localstack.invariants import DEMO_STOCK, unbalanced_books
 from localstack.process import wait_until
 from localstack.stack import Stack
+from saga.progress import Progress
 
 log = logging.getLogger("bench")
 
@@ -70,6 +73,7 @@ class Bench:
         self.topics = [stack.topology.topic, *stack.topology.dead_letter_topics]
         self.initial_offsets = measure.end_offsets(self.kafka, self.topics)
         self.accepted = 0
+        self.progress = Progress("bench")
 
     # --- set-up ---
     def seed(self) -> None:
@@ -150,8 +154,9 @@ class Bench:
         meter.start()
         wire.start()
         spies = profile.start(self.profiled(), seconds, profile_to) if profile_to else []
+        # The load generator shows its own progress on this process's stderr (its CPU is not the stack's).
         done = subprocess.run([sys.executable, "-m", "bench.load"], input=phase.to_json(), cwd=repo_root(),
-                              check=True, capture_output=True, text=True, timeout=seconds + 120)
+                              check=True, stdout=subprocess.PIPE, text=True, timeout=seconds + 120)
         summary: dict[str, Any] = json.loads(done.stdout)
         for spy in spies:
             spy.wait(timeout=60)
@@ -212,7 +217,8 @@ class Bench:
         probes = coldstart.probes(token)
         found: dict[str, Any] = {}
         for name in names:
-            results = coldstart.measure(self.stack, name, probes[name], trials)
+            with self.progress.phase(f"cold start {name}", unit="starts", total=trials) as shown:
+                results = coldstart.measure(self.stack, name, probes[name], trials, shown.advance)
             source = self.stack.manifests.services[name].env_value("FUNCTION_SOURCE") or ""
             startup = coldstart.import_times(source, self.database_url, runs=import_runs)
             ready = percentiles([t.ready for t in results])
@@ -289,6 +295,7 @@ def main(smoke: bool, seconds: float, trials: int, out: Path | None, profile: bo
     """Measure throughput, latency, cold starts, footprint and cost per saga on the local stack."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("localstack").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request would break up the progress bars
     began = time.monotonic()
     revision = git_revision()
     with dev_infra(repo_root()) as infra, bench_stack(infra) as (stack, database):

@@ -85,7 +85,9 @@ def probes(token: str) -> dict[str, Probe]:
     }
 
 
-def measure(stack: Stack, name: str, probe: Probe, trials: int) -> list[Trial]:
+def measure(stack: Stack, name: str, probe: Probe, trials: int,
+            progress: Callable[[int], None] = lambda _: None) -> list[Trial]:
+    """`trials` cold starts of one function; `progress(1)` after each."""
     assert stack.gateway is not None
     function = stack.gateway.functions[name]
     found: list[Trial] = []
@@ -96,6 +98,7 @@ def measure(stack: Stack, name: str, probe: Probe, trials: int) -> list[Trial]:
             sent = time.perf_counter()
             answer = http.request(method, path, headers=headers, content=body)
             found.append(Trial(time.perf_counter() - sent, function.started_in or 0.0, answer.status_code))
+            progress(1)
     return found
 
 

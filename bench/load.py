@@ -9,6 +9,9 @@ comes on stdin, not argv, since it holds a token).
 An order's end is seen the moment it commits: the watcher LISTENs on the channel the order saga
 notifies when an order ends (`orders_ended`, as `GET /orders/{id}?wait` does), so the system runs no
 query for the benchmark and no poll interval adds to the latency.
+
+Progress (sagas ended, and planned for an open loop) goes to stderr, from this process so that its
+CPU is the load generator's too.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import psycopg
 
 from functions.order.create_order_saga import ORDER_ENDED
 from functions.platform.database import postgres_url
+from saga.progress import PhaseProgress, Progress
 
 END_TIMEOUT = 60.0  # an order not ended this long after its start is counted as unfinished
 
@@ -65,6 +69,11 @@ class Phase:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
+
+    @property
+    def planned(self) -> int | None:
+        """The orders an open loop places; a closed loop places orders until its time is up."""
+        return int(self.rate * self.seconds) if self.mode == "open" else None
 
 
 @dataclass
@@ -174,7 +183,7 @@ class OrderMix:
         return {"customerId": customer, "goodsId": goods_id, "goodsTotal": 1, "orderTotal": {"amount": "1.00"}}
 
 
-async def run(phase: Phase) -> Result:
+async def run(phase: Phase, shown: PhaseProgress) -> Result:
     loop = asyncio.get_running_loop()
     watcher = EndWatcher(phase.database_url, loop)
     watcher.start()
@@ -210,6 +219,7 @@ async def run(phase: Phase) -> Result:
                 return
             result.ended[outcome] += 1
             result.latencies.append(seen - scheduled)
+            shown.advance()
             if window[0] <= seen <= window[1]:
                 result.ends_in_window += 1
 
@@ -221,8 +231,7 @@ async def run(phase: Phase) -> Result:
             await asyncio.gather(*(client() for _ in range(phase.concurrency)))
         else:
             orders = []
-            count = int(phase.rate * phase.seconds)
-            for i in range(count):
+            for i in range(phase.planned or 0):
                 at = started + i / phase.rate
                 await asyncio.sleep(max(0.0, at - time.monotonic()))
                 orders.append(asyncio.create_task(one_order(at)))
@@ -243,7 +252,9 @@ def _cpu() -> float:
 
 def main() -> None:
     phase = Phase.from_json(sys.stdin.read())
-    print(json.dumps(asyncio.run(run(phase)).summary()), flush=True)
+    with Progress("bench").phase(phase.name, unit="sagas", total=phase.planned) as shown:
+        result = asyncio.run(run(phase, shown))
+    print(json.dumps(result.summary()), flush=True)
 
 
 if __name__ == "__main__":

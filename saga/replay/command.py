@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
 from saga.eventing.topology import Topology, TopologyError, Trigger, from_kubernetes
+from saga.progress import Progress
 from saga.replay.engine import ConsumedWatch, Replayer, Tally
 from saga.replay.positions import Start
 
@@ -75,22 +75,25 @@ def replay(trigger_names: tuple[str, ...], all_triggers: bool, start: Start | No
     except TopologyError as exc:
         raise click.ClickException(str(exc)) from exc
     replayer = Replayer(topology, discard_replies=discard_replies)
+    # On stderr: a bar on a terminal; plain lines in logs and with --json, whose stdout stays one document.
+    progress = Progress("replay", plain=as_json)
     try:
         if saga_id is not None:
             _emit(as_json, _trace(replayer, saga_id, sink_url, dry_run))
             return
         began = time.monotonic()
         if dead_letters:
-            tallies = replayer.redrive(triggers, start, dry_run=dry_run)
+            tallies = _redrive(replayer, triggers, start, dry_run, progress)
         else:
             assert start is not None
-            with _bar(as_json, "re-delivering") as bar:
-                tallies = replayer.replay(triggers, start, dry_run=dry_run, progress=bar.update,
-                                          on_plan=lambda records: setattr(bar, "length", records))
+            verb = "dry run for" if dry_run else "re-delivering"
+            with progress.phase(f"{verb} {_names(triggers)}", unit="events") as phase:
+                tallies = replayer.replay(triggers, start, dry_run=dry_run, progress=phase.advance,
+                                          on_plan=phase.plan)
         report = _report("dead-letters" if dead_letters else "replay", start, dry_run, tallies)
         report["seconds"] = round(time.monotonic() - began, 3)
         if wait and not dry_run:
-            report["waited_seconds"] = _wait(topology, replayer, timeout, as_json)
+            report["waited_seconds"] = _wait(topology, replayer, timeout, progress)
         _emit(as_json, report)
         if not dry_run and report["total"]["dead_lettered"]:
             sys.exit(REPARKED_EXIT)
@@ -142,40 +145,34 @@ def _report(mode: str, start: Start | None, dry_run: bool, tallies: dict[str, Ta
     return {"mode": mode, "from": str(start) if start else None, "dry_run": dry_run, "triggers": rows, "total": total}
 
 
-def _wait(topology: Topology, replayer: Replayer, timeout: float, quiet: bool) -> float:
+def _names(triggers: Sequence[Trigger]) -> str:
+    if 0 < len(triggers) <= 2:
+        return ", ".join(t.name for t in triggers)
+    return f"{len(triggers)} Triggers"
+
+
+def _redrive(replayer: Replayer, triggers: list[Trigger], start: Start | None, dry_run: bool,
+             progress: Progress) -> dict[str, Tally]:
+    """One Trigger at a time, each its own phase: each has its own dead letters and redrive position."""
+    tallies: dict[str, Tally] = {}
+    verb = "dry run for" if dry_run else "redriving"
+    for trigger in triggers:
+        with progress.phase(f"{verb} {trigger.name}'s dead letters", unit="events") as phase:
+            tallies |= replayer.redrive([trigger], start, dry_run=dry_run, progress=phase.advance,
+                                        on_plan=phase.plan)
+    return tallies
+
+
+def _wait(topology: Topology, replayer: Replayer, timeout: float, progress: Progress) -> float:
     began = time.monotonic()
     watch = ConsumedWatch(topology, replayer.kafka)
     try:
         targets = watch.targets()
-        if quiet or not sys.stderr.isatty():
-            watch.wait(targets, timeout, lambda done, total: None)
-        else:
-            with click.progressbar(length=1, label="consumed by the Triggers", file=sys.stderr) as bar:
-                def show(done: int, total: int) -> None:
-                    bar.length = max(total, 1)
-                    bar.update(done - bar.pos)
-
-                watch.wait(targets, timeout, show)
+        with progress.phase("waiting for the Triggers", unit="records") as phase:
+            watch.wait(targets, timeout, phase.reached)
     finally:
         watch.close()
     return round(time.monotonic() - began, 3)
-
-
-class _NoBar:
-    length = 0
-
-    def update(self, steps: int) -> None:
-        pass
-
-
-@contextmanager
-def _bar(quiet: bool, label: str) -> Iterator[Any]:
-    """A progress bar on a terminal (its length set once known); nothing otherwise, or with --json."""
-    if quiet or not sys.stderr.isatty():
-        yield _NoBar()
-        return
-    with click.progressbar(length=1, label=label, file=sys.stderr, show_pos=True) as bar:
-        yield bar
 
 
 def _emit(as_json: bool, report: dict[str, Any]) -> None:

@@ -227,6 +227,7 @@ class Replayer:
             spans = ranges(consumer, topic, start)
             if on_plan is not None:
                 on_plan(sum(s.size for s in spans))
+            passed = _Passed(spans, progress)
 
             def handle(message: Message) -> None:
                 event = event_of(message)
@@ -237,9 +238,10 @@ class Replayer:
                                 tallies[trigger.name].saw(event, _timestamp(message))
                             if not dry_run:
                                 self._deliver(deliverers[trigger.name], tallies[trigger.name], event)
-                progress(1)
+                passed.record(message)
 
             in_partition_order(read(self.kafka, topic, spans, consumer), handle, [s.partition for s in spans])
+            passed.all()
         self.kafka.flush()
         return tallies
 
@@ -258,12 +260,13 @@ class Replayer:
 
     # --- dead letters ---
     def redrive(self, triggers: Sequence[Trigger], start: Start | None = None, *, dry_run: bool = False,
-                progress: Progress = _no_progress) -> dict[str, Tally]:
+                progress: Progress = _no_progress, on_plan: Callable[[int], None] | None = None) -> dict[str, Tally]:
         """Deliver each Trigger's parked events again, from where its last redrive stopped (or `start`).
 
         A dead letter belongs to the Trigger whose subscriber it failed at (`knativeerrordest`). Each
         Trigger's redrive position is the consumer group `<trigger group>-redrive`, committed after
         the redriven events' outcomes are written, so a second redrive takes only what was parked since.
+        `on_plan` is told, per Trigger, how many records its redrive reads.
         """
         tallies = {t.name: Tally() for t in triggers}
         for trigger in triggers:
@@ -275,6 +278,9 @@ class Replayer:
                 spans = ranges(consumer, topic, start or Start(earliest=True))
                 if start is None:
                     spans = _from_committed(consumer, topic, spans)
+                if on_plan is not None:
+                    on_plan(sum(s.size for s in spans))
+                passed = _Passed(spans, progress)
                 for message in read(self.kafka, topic, spans, consumer):
                     parked = event_of(message)
                     if parked is not None and self._belongs(parked, trigger):
@@ -282,7 +288,8 @@ class Replayer:
                         tallies[trigger.name].saw(event, _timestamp(message))
                         if not dry_run:
                             self._deliver(deliverer, tallies[trigger.name], event)
-                    progress(1)
+                    passed.record(message)
+                passed.all()
                 if not dry_run and spans:
                     self.kafka.flush()  # outcomes written before the position moves past them
                     consumer.commit(offsets=[TopicPartition(topic, s.partition, s.end) for s in spans],
@@ -319,6 +326,26 @@ class Replayer:
     # --- helpers ---
     def _reader(self, group: str | None = None) -> _Closing:
         return _Closing(self.kafka.consumer(group))
+
+
+class _Passed:
+    """Progress in offsets, the unit of the plan (`Range.size`): transactional writers leave commit
+    markers, which take offsets but are never handed to a reader, so counting records alone would end
+    short of the plan. A record counts with the markers before it; the markers after each partition's
+    last record count when the whole range has been read."""
+
+    def __init__(self, spans: Sequence[Range], progress: Progress) -> None:
+        self.spans = spans
+        self.progress = progress
+        self.next = {span.partition: span.start for span in spans}  # one writer per partition (its lane)
+
+    def record(self, message: Message) -> None:
+        partition, offset = message.partition() or 0, message.offset() or 0
+        self.progress(max(1, offset + 1 - self.next[partition]))
+        self.next[partition] = offset + 1
+
+    def all(self) -> None:
+        self.progress(sum(max(0, span.end - self.next[span.partition]) for span in self.spans))
 
 
 class _Closing:
