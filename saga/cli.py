@@ -15,6 +15,7 @@ _COMMANDS = {
     "dev": "localstack.commands:dev",
     "infra": "localstack.infra:infra_command",
     "db-init": "functions.schemas:db_init",
+    "docs": "functions.docs:docs",
     "replay": "saga.replay.command:replay",
     "parked": "functions.parked:parked",
     "resume": "functions.resume:resume",
