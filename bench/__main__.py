@@ -40,6 +40,7 @@ from functions.order.schema import orders, outbox
 from localstack.databases import throwaway_database
 from localstack.infra import Infra, dev_infra, git_revision, repo_root
 from localstack.invariants import DEMO_STOCK, unbalanced_books
+from localstack.otlp import Receiver
 from localstack.process import wait_until
 from localstack.stack import Stack
 from saga.progress import Progress
@@ -252,13 +253,24 @@ class Bench:
 
 
 @contextmanager
-def bench_stack(infra: Infra) -> Iterator[tuple[Stack, str]]:
+def bench_stack(infra: Infra, env: dict[str, str]) -> Iterator[tuple[Stack, str]]:
     repo = repo_root()
     with throwaway_database(infra.database_url, "saga_bench") as database, Stack(
         repo, repo / ".local" / "bench", replace(infra, database_url=database), port_offset=PORT_OFFSET,
-        keep_warm=True, kafka_suffix=f"-bench-{uuid.uuid4().hex[:8]}",
+        keep_warm=True, kafka_suffix=f"-bench-{uuid.uuid4().hex[:8]}", env=env,
     ) as stack:
         yield stack, database
+
+
+@contextmanager
+def span_sink(tracing: bool) -> Iterator[tuple[Receiver | None, dict[str, str]]]:
+    """With `tracing`, an OTLP receiver that only counts what arrives (a collector would run elsewhere),
+    and the functions' environment that exports every span to it."""
+    if not tracing:
+        yield None, {}
+        return
+    with Receiver(keep=False) as sink:
+        yield sink, {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint}
 
 
 def table(report: dict[str, Any]) -> str:
@@ -291,14 +303,17 @@ def table(report: dict[str, Any]) -> str:
 @click.option("--out", type=click.Path(path_type=Path), help="where the JSON goes [bench/results/<date>-<rev>.json]")
 @click.option("--profile", is_flag=True, help="sample the Python processes with py-spy at concurrency 16 "
               "(folded stacks in .local/bench/profile)")
-def main(smoke: bool, seconds: float, trials: int, out: Path | None, profile: bool) -> None:
+@click.option("--tracing", is_flag=True, help="every function exports its spans (OTLP/HTTP) to a receiver that "
+              "counts them: the cost of tracing, against a run without")
+def main(smoke: bool, seconds: float, trials: int, out: Path | None, profile: bool, tracing: bool) -> None:
     """Measure throughput, latency, cold starts, footprint and cost per saga on the local stack."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("localstack").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request would break up the progress bars
     began = time.monotonic()
     revision = git_revision()
-    with dev_infra(repo_root()) as infra, bench_stack(infra) as (stack, database):
+    with (dev_infra(repo_root()) as infra, span_sink(tracing) as (sink, env),
+          bench_stack(infra, env) as (stack, database)):
         bench = Bench(stack, database)
         bench.seed()
         # Kafka's JIT compiler works for a minute or more after its start: its CPU is not the saga's.
@@ -334,9 +349,11 @@ def main(smoke: bool, seconds: float, trials: int, out: Path | None, profile: bo
         "best": {"concurrency": best["concurrency"], "throughput": best["throughput"]},
         "throughput": closed, "latency": opened, "cold_start": cold, "footprint": footprint,
         "violations": violations, "seconds": round(time.monotonic() - began, 1),
+        "tracing": None if sink is None else {"exports": sink.exports, "bytes": sink.received_bytes},
     }
     if out is None:
-        out = repo_root() / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%d}-{revision}.json"
+        suffix = "-tracing" if tracing else ""
+        out = repo_root() / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%d}-{revision}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     click.echo(table(report))

@@ -13,9 +13,9 @@ import sqlalchemy as sa
 from localstack.databases import throwaway_database
 from localstack.infra import Infra, repo_root, suite_port_shift
 from localstack.invariants import unbalanced_books
+from localstack.otlp import Receiver
 from localstack.stack import Stack
 from tests.e2e.client import ADMIN_PASSWORD, DEMO_PASSWORD, SERVICES, Api, Customer
-from tests.e2e.otlp import Receiver
 
 GATEWAY = os.environ.get("SAGA_E2E_BASE_URL")
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from localstack.otlp import Receiver, Span
 from localstack.stack import Stack
 from tests.e2e.client import Api, Customer, order_body
-from tests.e2e.otlp import Receiver, Span
 
 pytestmark = pytest.mark.e2e
 
