@@ -9,10 +9,12 @@ writes to its outbox, the reply a participant answers with, the next command in 
 chain of spans is the chain of the saga's steps. A saga also keeps its start's context (the instance's
 `traceparent`), so what the sweep or an operator sends it later joins the same trace (`joined`).
 
-Exporting is off unless an OTLP endpoint is configured (`OTEL_EXPORTER_OTLP_ENDPOINT` or
-`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, the SDK's own settings, as are `OTEL_SERVICE_NAME` and the batch
-settings). Off, nothing of OpenTelemetry is imported (its cost is a cold start's) and the context is
-passed through unchanged: an upstream trace still reaches the next service that exports.
+Exporting is off unless an endpoint is configured: OTLP/HTTP (`OTEL_EXPORTER_OTLP_ENDPOINT` or
+`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: a collector, the cluster's way) or Zipkin's JSON API
+(`OTEL_EXPORTER_ZIPKIN_ENDPOINT`: the local stack's viewer, `saga dev --tracing`), the SDK's own settings,
+as are `OTEL_SERVICE_NAME` and the batch settings. Off, nothing of OpenTelemetry is imported (its cost is
+a cold start's) and the context is passed through unchanged: an upstream trace still reaches the next
+service that exports.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
-_ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+_ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_ZIPKIN_ENDPOINT")
 # version-traceid-parentid-flags; an all-zero trace or span id is invalid (W3C Trace Context).
 _VALID = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 
@@ -44,9 +46,8 @@ def enabled() -> bool:
 
 @functools.cache
 def _tracer() -> Any:
-    """The SDK's tracer, set up once per process: spans batched and sent over OTLP/HTTP."""
+    """The SDK's tracer, set up once per process: spans batched and sent over OTLP/HTTP, or to Zipkin."""
     from opentelemetry import trace
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -54,9 +55,19 @@ def _tracer() -> Any:
     name = os.environ.get("OTEL_SERVICE_NAME") or os.environ.get("K_SERVICE") or os.environ.get(
         "FUNCTION_TARGET", "knative-saga")
     provider = TracerProvider(resource=Resource.create({"service.name": name}))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    provider.add_span_processor(BatchSpanProcessor(_exporter()))
     trace.set_tracer_provider(provider)
     return trace.get_tracer("knative-saga")
+
+
+def _exporter() -> Any:
+    if os.environ.get("OTEL_EXPORTER_ZIPKIN_ENDPOINT") and not any(os.environ.get(n) for n in _ENDPOINTS[:2]):
+        from opentelemetry.exporter.zipkin.json import ZipkinExporter
+
+        return ZipkinExporter()  # reads OTEL_EXPORTER_ZIPKIN_ENDPOINT
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
 
 
 def valid(traceparent: str | None) -> str | None:
