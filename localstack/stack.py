@@ -28,7 +28,8 @@ INGRESS_PORT = 8090
 DISPATCHER_METRICS_PORT = 8089  # the dispatcher's /metrics (consumer lag per Trigger, dead letters)
 FIRST_INTERNAL_PORT = 8100  # Services without a contract port
 TOPOLOGY_FILE = "topology.json"  # the broker's routing, for the dispatcher and `saga replay`
-PUBLIC_NAMES = {"order-api": "order", "goods-api": "goods", "account-api": "account", "auth-api": "auth"}
+PUBLIC_NAMES = {"order-api": "order", "goods-api": "goods", "account-api": "account", "auth-api": "auth",
+                "console": "console"}
 _CLUSTER_URL = re.compile(r"http://([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local")
 
 
@@ -156,6 +157,8 @@ class Stack:
         # No ingress gateway stands in front of the functions here (in a cluster Istio's appends its
         # caller to X-Forwarded-For, and auth-api trusts that one entry): the peer is the caller.
         env["SAGA_TRUSTED_PROXY_HOPS"] = "0"
+        # The broker's routing, where `saga replay` reads it here (a cluster's console asks the API server).
+        env["SAGA_REPLAY_TOPOLOGY"] = str(self.topology_file)
         env.update(self.env)
         env.update({"PORT": str(port), "K_SERVICE": service.name})
         if service.name in self.manifests.bound_to_broker:

@@ -264,8 +264,9 @@ def service_rules(doc: Mapping[str, Any]) -> list[str]:
         problems.append(f"{name}: containerConcurrency must be a positive number chosen for the workload")
     if not isinstance(spec.get("timeoutSeconds"), int) or not 1 <= spec["timeoutSeconds"] <= 600:
         problems.append(f"{name}: timeoutSeconds must be set (1..600)")
-    if template.get("metadata", {}).get("labels", {}).get("knative-saga.dev/access") not in ("api", "auth", "events"):
-        problems.append(f"{name}: template label knative-saga.dev/access (api|auth|events) is missing")
+    access = ("api", "auth", "events", "console")
+    if template.get("metadata", {}).get("labels", {}).get("knative-saga.dev/access") not in access:
+        problems.append(f"{name}: template label knative-saga.dev/access ({'|'.join(access)}) is missing")
     if doc.get("metadata", {}).get("labels", {}).get("networking.knative.dev/visibility") != "cluster-local":
         problems.append(f"{name}: must be cluster-local (the public entry is istio/gateway.yaml)")
     if spec.get("securityContext"):

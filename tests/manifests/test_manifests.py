@@ -39,6 +39,9 @@ ISSUER = "https://auth.knative-saga.example"
 AUDIENCE = "knative-saga"
 JWKS_URI = "http://auth-api.knative-saga.svc.cluster.local/.well-known/jwks.json"
 API_PATHS = ["/orders", "/orders/*", "/admin/sagas", "/admin/sagas/*", "/goods/*", "/account/*"]
+# The console's data (its page and sign-in form are public: docs/console.md).
+CONSOLE_DATA = ["/console/api/*"]
+CONSOLE_PRINCIPAL = "cluster.local/ns/knative-saga/sa/saga-console"
 
 
 def a_service() -> dict[str, Any]:
@@ -52,7 +55,7 @@ def a_trigger() -> dict[str, Any]:
 # --- rendering and schemas -------------------------------------------------------------------------
 
 def test_base_and_overlay_render_with_kubectl_kustomize(base: Docs, overlay: Docs) -> None:
-    assert len(checks.knative_services(base)) == 13
+    assert len(checks.knative_services(base)) == 14
     base_ids = {(d["kind"], d["metadata"]["name"]) for d in base}
     overlay_ids = {(d["kind"], d["metadata"]["name"]) for d in overlay}
     assert base_ids < overlay_ids, "the overlay must contain the whole base"
@@ -182,7 +185,7 @@ def test_images_are_pinned_and_the_deployed_function_image_by_digest(overlay: Do
     # ... which deploy.sh applies pinned by the pushed image's digest.
     images = checks.images(deployed)
     ours = [i for i in images if i.startswith(VERSIONS["FUNCTION_IMAGE"])]
-    assert len(ours) == 14 and all(  # 13 functions + the db-init Job
+    assert len(ours) == 15 and all(  # 14 functions + the db-init Job
         i == f"{VERSIONS['FUNCTION_IMAGE']}@{DIGEST}" for i in ours)
     problems = [p for image in images for p in checks.image_rules(image, digest_required=image in ours)]
     assert not problems
@@ -200,7 +203,7 @@ def test_local_stack_still_reads_the_base() -> None:
     from localstack.manifests import load
 
     manifests = load(BASE)
-    assert len(manifests.services) == 13 and len(manifests.triggers) == 6
+    assert len(manifests.services) == 14 and len(manifests.triggers) == 6
     assert manifests.services["order-api"].local_port == 8080
 
 
@@ -246,6 +249,29 @@ def test_replay_job_rules_fail_on_a_bad_job(overlay: Docs, break_it: str) -> Non
     assert replay_job_problems(job_docs, broken)
 
 
+# --- the console --------------------------------------------------------------------------------------
+
+def test_console_reads_the_routing_as_the_replay_job_does(overlay: Docs) -> None:
+    """The console's redrive is `saga replay --dead-letters`: the same Broker and Kafka, and an account that
+    can read the routing and change nothing."""
+    service = named(overlay, "Service", "console")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in service["containers"][0]["env"]}
+    broker = by_kind(overlay, "Broker")[0]["metadata"]
+    assert env["SAGA_REPLAY_BROKER"] == f"{broker['namespace']}/{broker['name']}"
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == named(overlay, "ConfigMap", "saga-kafka-broker-config")["data"][
+        "bootstrap.servers"]
+    assert env["SAGA_AUTH_URL"] == JWKS_URI.removesuffix("/.well-known/jwks.json")
+    account = service["serviceAccountName"]
+    bindings = [b for b in by_kind(overlay, "RoleBinding")
+                if {"kind": "ServiceAccount", "name": account, "namespace": "knative-saga"} in b["subjects"]]
+    granted = {(g, r, v) for b in bindings for rule in named(overlay, "Role", b["roleRef"]["name"])["rules"]
+               for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    assert granted == {("eventing.knative.dev", r, v) for r in ("brokers", "triggers", "kafkasinks")
+                       for v in ("get", "list")}
+    principal = f"cluster.local/ns/knative-saga/sa/{account}"
+    assert principal == CONSOLE_PRINCIPAL, "the mesh policies name the console's account"
+
+
 # --- PostgreSQL: connections -----------------------------------------------------------------------
 
 def pool_connections(env: Mapping[str, str]) -> int:
@@ -275,7 +301,7 @@ def test_every_function_that_listens_is_counted_in_the_budget(overlay: Docs) -> 
 
 def test_postgres_admits_every_pool_at_max_scale(overlay: Docs) -> None:
     clients = connections.database_clients(overlay)
-    assert len(clients) == 14  # 13 functions + the db-init Job
+    assert len(clients) == 15  # 14 functions + the db-init Job
     problems = connections.connection_rules(overlay, pool_connections)
     assert not problems, "\n".join(problems)
 
@@ -337,7 +363,7 @@ def authorization_problems(overlay: list[dict[str, Any]]) -> list[str]:
         problems.append("no deny-by-default (empty ALLOW) policy in knative-saga")
     allows = {p["spec"].get("selector", {}).get("matchLabels", {}).get("knative-saga.dev/access"): p
               for p in policies if p.get("spec") and p["spec"].get("action", "ALLOW") == "ALLOW"}
-    for access in ("api", "auth", "events"):
+    for access in ("api", "auth", "events", "console"):
         if access not in allows:
             problems.append(f"no ALLOW policy for knative-saga.dev/access={access}")
     if None not in allows or "knative-serving" not in str(allows[None]):
@@ -346,17 +372,29 @@ def authorization_problems(overlay: list[dict[str, Any]]) -> list[str]:
     sources = {ns for rule in events for f in rule.get("from", []) for ns in f["source"].get("namespaces", [])}
     if "knative-eventing" not in sources or not sources <= {"knative-eventing", "knative-serving", "istio-system"}:
         problems.append(f"event functions must be callable only via the eventing data plane, got {sources}")
+    # Besides the data plane, only the console's redrive (`saga replay --dead-letters`, as an admin asked).
+    principals = {p for rule in events for f in rule.get("from", []) for p in f["source"].get("principals", [])}
+    if not principals <= {CONSOLE_PRINCIPAL}:
+        problems.append(f"event functions are callable by identities other than the console's: {principals}")
+    if any(set(f["source"]) - {"namespaces", "principals"} for rule in events for f in rule.get("from", [])):
+        problems.append("event functions' callers are named by namespace or principal only")
     if any("requestPrincipals" in str(rule) for rule in allows.get("auth", {}).get("spec", {}).get("rules", [])):
         problems.append("auth's public endpoints must not require a JWT")
-    for namespace, selector in (("knative-saga", {"knative-saga.dev/access": "api"}),
-                                ("istio-system", {"istio": "ingressgateway"})):
+    for namespace, selector, paths in (("knative-saga", {"knative-saga.dev/access": "api"}, API_PATHS),
+                                       ("knative-saga", {"knative-saga.dev/access": "console"}, CONSOLE_DATA),
+                                       ("istio-system", {"istio": "ingressgateway"}, API_PATHS + CONSOLE_DATA)):
         denies = [p for p in _policies(overlay, namespace) if p["spec"].get("action") == "DENY"
                   and p["spec"].get("selector", {}).get("matchLabels") == selector]
         covered = {path for p in denies for rule in p["spec"]["rules"]
                    if any(f["source"].get("notRequestPrincipals") == ["*"] for f in rule.get("from", []))
                    for to in rule.get("to", []) for path in to["operation"].get("paths", [])}
-        if not set(API_PATHS) <= covered:
-            problems.append(f"{namespace}: API paths without a JWT-required DENY: {set(API_PATHS) - covered}")
+        if not set(paths) <= covered:
+            problems.append(f"{namespace}: API paths without a JWT-required DENY: {set(paths) - covered}")
+    console = allows.get("console", {}).get("spec", {}).get("rules", [])
+    opened = {path for rule in console for to in rule.get("to", []) for path in to["operation"].get("paths", [])}
+    if not opened <= {"/console", "/console/", "/console/static/*", "/console/auth/login", "/console/auth/refresh",
+                      *CONSOLE_DATA}:
+        problems.append(f"the console is open on paths beyond its page, sign-in and data: {opened}")
     return problems
 
 
@@ -365,11 +403,12 @@ def test_authorization_policies_implement_the_access_model(overlay: list[dict[st
     assert not problems, "\n".join(problems)
     functions = checks.knative_services(overlay)
     labels = {d["spec"]["template"]["metadata"]["labels"]["knative-saga.dev/access"] for d in functions}
-    assert labels == {"api", "auth", "events"}
+    assert labels == {"api", "auth", "events", "console"}
 
 
 @pytest.mark.parametrize("break_it", ["deny-by-default", "api-require-jwt", "events-allow-eventing",
-                                      "allow-knative-system", "saga-gateway-require-jwt"])
+                                      "allow-knative-system", "saga-gateway-require-jwt", "console-allow-ingress",
+                                      "console-require-jwt"])
 def test_authorization_rules_fail_when_a_policy_is_missing_or_loose(overlay: Docs, break_it: str) -> None:
     broken = [d for d in copy.deepcopy(overlay) if d["metadata"]["name"] != break_it]
     assert authorization_problems(broken)
@@ -379,6 +418,17 @@ def test_authorization_rules_fail_when_anyone_may_send_events(overlay: list[dict
     broken = copy.deepcopy(overlay)
     named(broken, "AuthorizationPolicy", "events-allow-eventing")["spec"]["rules"][0]["from"][0]["source"][
         "namespaces"].append("default")
+    assert authorization_problems(broken)
+    broken = copy.deepcopy(overlay)
+    named(broken, "AuthorizationPolicy", "events-allow-eventing")["spec"]["rules"][1]["from"][0]["source"][
+        "principals"].append("cluster.local/ns/knative-saga/sa/default")
+    assert authorization_problems(broken)
+
+
+def test_authorization_rules_fail_when_the_console_opens_more_than_its_page(overlay: Docs) -> None:
+    broken = copy.deepcopy(overlay)
+    named(broken, "AuthorizationPolicy", "console-allow-ingress")["spec"]["rules"][0]["to"][0]["operation"][
+        "paths"].append("/admin/sagas")
     assert authorization_problems(broken)
 
 
@@ -390,7 +440,8 @@ LOCAL_GATEWAY_PORTS = {8081, 8444}
 
 def test_deny_policies_name_the_ports_the_api_is_served_on(overlay: Docs) -> None:
     denies = [p for p in by_kind(overlay, "AuthorizationPolicy") if p["spec"].get("action") == "DENY"]
-    assert {p["metadata"]["name"] for p in denies} == {"api-require-jwt", "saga-gateway-require-jwt"}
+    assert {p["metadata"]["name"] for p in denies} == {"api-require-jwt", "console-require-jwt",
+                                                       "saga-gateway-require-jwt"}
     problems = [p for doc in denies for p in checks.deny_port_rules(doc)]
     assert not problems, "\n".join(problems)
 
@@ -398,10 +449,11 @@ def test_deny_policies_name_the_ports_the_api_is_served_on(overlay: Docs) -> Non
         return {int(port) for rule in named(overlay, "AuthorizationPolicy", policy)["spec"]["rules"]
                 for to in rule["to"] for port in to["operation"]["ports"]}
 
-    api = [d for d in checks.knative_services(overlay)
-           if d["spec"]["template"]["metadata"]["labels"]["knative-saga.dev/access"] == "api"]
-    container_ports = {p["containerPort"] for d in api for c in checks.containers(d) for p in c["ports"]}
-    assert ports("api-require-jwt") == QUEUE_PROXY_PORTS | container_ports
+    for access in ("api", "console"):
+        served = [d for d in checks.knative_services(overlay)
+                  if d["spec"]["template"]["metadata"]["labels"]["knative-saga.dev/access"] == access]
+        container_ports = {p["containerPort"] for d in served for c in checks.containers(d) for p in c["ports"]}
+        assert ports(f"{access}-require-jwt") == QUEUE_PROXY_PORTS | container_ports
     [operator] = checks.load_yaml(REPO / "istio" / "install" / "istio-kind.yaml")
     gateway = operator["spec"]["components"]["ingressGateways"][0]["k8s"]["service"]["ports"]
     listeners = {p["targetPort"] for p in gateway if p["name"] in ("http2", "https")}
@@ -439,7 +491,8 @@ def test_gateway_serves_the_contract_paths_on_one_host(overlay: list[dict[str, A
                 "/admin/sagas": "order-api", "/admin/sagas/abc/resume": "order-api", "/admin/other": None,
                 "/goods/1": "goods-api", "/account/12223": "account-api", "/auth/register": "auth-api",
                 "/auth/login": "auth-api", "/auth/refresh": "auth-api", "/.well-known/jwks.json": "auth-api",
-                "/healthz": None, "/ordersx": None}
+                "/console": "console", "/console/": "console", "/console/api/sagas": "console",
+                "/console/static/console.js": "console", "/consolex": None, "/healthz": None, "/ordersx": None}
     assert {path: route_for(service, path) for path in expected} == expected
     for route in service["spec"]["http"]:
         destination = route["route"][0]["destination"]

@@ -30,7 +30,7 @@ def test_the_namespace_enforces_restricted_at_the_cluster_version(overlay: Docs)
 def test_every_pod_in_the_namespace_meets_the_restricted_profile(overlay: Docs) -> None:
     pods = [d for d in overlay if pod_security.pod_spec(d) is not None]
     assert {d["metadata"]["namespace"] for d in pods} == {checks.NAMESPACE}
-    assert len(pods) == 16  # 13 functions, Kafka, PostgreSQL, db-init
+    assert len(pods) == 17  # 14 functions, Kafka, PostgreSQL, db-init
     problems = [p for doc in pods for p in pod_security.restricted_problems(doc)]
     assert not problems, "\n".join(problems)
 
@@ -78,7 +78,7 @@ def test_a_function_pod_without_its_security_context_fails(base: Docs) -> None:
 
 def test_pods_of_the_project_image_have_a_read_only_root_and_a_writable_tmp(overlay: Docs) -> None:
     ours = [d for d in overlay if any("knative-saga-functions" in c["image"] for c in checks.containers(d))]
-    assert len(ours) == 14
+    assert len(ours) == 15
     problems = [p for doc in overlay for p in checks.read_only_root_rules(doc)]
     assert not problems, "\n".join(problems)
     job = copy.deepcopy(named(overlay, "Job", "saga-db-init"))
