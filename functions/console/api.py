@@ -29,13 +29,11 @@ from starlette.responses import RedirectResponse, Response
 from functions.console import assets, dead_letters, queries, signin
 from functions.console.config import console_settings
 from functions.console.timeline import lanes_of, timeline
-from functions.order import service
+from functions.order import resumption, service
 from functions.platform.config import settings
 from functions.platform.database import database
-from functions.platform.events import publish_after_commit
 from functions.platform.ids import CUSTOMER_ID, ORDER_ID
 from functions.platform.problems import (
-    Conflict,
     NotFound,
     ServiceUnavailable,
     Unprocessable,
@@ -47,7 +45,6 @@ from functions.platform.routing import Router
 from functions.platform.security import Principal, authenticate, require_admin
 from saga.docs import outline
 from saga.engine import SagaState
-from saga.errors import InvalidMessage, NotParked, UnknownDefinition, UnknownSaga
 from saga.transaction import Database
 
 log = logging.getLogger(__name__)
@@ -157,23 +154,8 @@ async def _resume(request: Request, saga_id: str) -> Response:
     """`saga resume` / `POST /admin/sagas/{id}/resume`: the same `resume_saga`, the same refusals."""
     principal = await _admin(request)
     saga_type = _choice(request, "type", sorted(service.engines))
-    if not ORDER_ID.fullmatch(saga_id):
-        raise NotFound(f"no saga {saga_id}")
-    try:
-        command = await _db().run(lambda tx: service.resume_saga(tx, saga_id, by=principal.user_id,
-                                                                 saga_type=saga_type))
-    except UnknownSaga as exc:
-        raise NotFound(f"no saga {saga_id}") from exc
-    except service.AmbiguousSaga as exc:
-        raise Conflict(f"{exc} (?type=)", field="type") from exc
-    except NotParked as exc:
-        raise Conflict(f"saga {saga_id} is {exc.state}; only a PARKED saga can be resumed") from exc
-    except InvalidMessage as exc:
-        raise Conflict(f"saga {saga_id} cannot be resumed yet: its data does not decode ({exc})") from exc
-    except UnknownDefinition as exc:
-        raise Conflict(f"saga {saga_id} cannot be resumed by this build: {exc}") from exc
+    command = await resumption.resume(_db(), saga_id, by=principal.user_id, saga_type=saga_type)
     log.info("saga %s (%s) resumed by %s", saga_id, command["sagatype"], principal.user_id)
-    await publish_after_commit(service.outbox, [command])
     return json_response({"sagaId": saga_id, "sagaType": command["sagatype"], "queued": command["type"],
                           "commandId": command["id"]})
 

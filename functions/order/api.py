@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
-from functions.order import service
+from functions.order import resumption, service
 from functions.order.create_order_saga import ORDER_ENDED
 from functions.platform.config import settings
 from functions.platform.database import database, postgres_url
@@ -38,7 +38,6 @@ from functions.platform.routing import Router
 from functions.platform.security import Principal, authenticate, require_admin, require_customer_access
 from saga.crashpoints import crash_point
 from saga.engine import SagaState
-from saga.errors import InvalidMessage, NotParked, UnknownDefinition, UnknownSaga
 from saga.transaction import Database
 
 MAX_WAIT_SECONDS = 30
@@ -206,22 +205,7 @@ async def _resume_saga(request: Request, saga_id: str) -> Response:
     saga_type = request.query_params.get("type")
     if saga_type is not None and saga_type not in service.engines:
         raise Unprocessable(f"type must be one of {', '.join(sorted(service.engines))}", field="type")
-    if not ORDER_ID.fullmatch(saga_id):
-        raise NotFound(f"no saga {saga_id}")
-    try:
-        command = await _db().run(lambda tx: service.resume_saga(tx, saga_id, by=principal.user_id,
-                                                                 saga_type=saga_type))
-    except UnknownSaga as exc:
-        raise NotFound(f"no saga {saga_id}") from exc
-    except service.AmbiguousSaga as exc:
-        raise Conflict(f"{exc} (?type=)", field="type") from exc
-    except NotParked as exc:
-        raise Conflict(f"saga {saga_id} is {exc.state}; only a PARKED saga can be resumed") from exc
-    except InvalidMessage as exc:  # what parked it is not fixed: nothing changed
-        raise Conflict(f"saga {saga_id} cannot be resumed yet: its data does not decode ({exc})") from exc
-    except UnknownDefinition as exc:  # it started on a version this build lacks: deploy one that has it
-        raise Conflict(f"saga {saga_id} cannot be resumed by this build: {exc}") from exc
-    await publish_after_commit(service.outbox, [command])
+    command = await resumption.resume(_db(), saga_id, by=principal.user_id, saga_type=saga_type)
     found = await _db().call(_db().autocommit, lambda tx: service.store.describe(tx, saga_id))
     return json_response(next(saga for saga in found if saga["sagaType"] == command["sagatype"]))
 
