@@ -9,7 +9,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 RUN python -m venv /opt/venv
 # Runtime dependencies and the [replay] extra, the Kafka client the replay Job uses (`saga replay`;
-# functions never import it: they talk HTTP to the broker). Not the [stack] extra: the local Knative
+# the saga's functions never import it: they talk HTTP to the broker; the console does, for dead letters). Not the [stack] extra: the local Knative
 # stand-in has no place in a cluster.
 COPY requirements/image.lock ./
 RUN /opt/venv/bin/pip install --require-hashes --no-deps -r image.lock
