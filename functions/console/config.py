@@ -15,7 +15,7 @@ DEV_TOPOLOGY = Path(".local/dev/topology.json")
 @dataclass(frozen=True)
 class ConsoleSettings:
     auth_url: str  # the auth function, which the login form's POST is forwarded to
-    trace_ui_url: str | None  # Jaeger's UI: a saga's trace is <url>/trace/<traceId>; None: tracing off
+    trace_ui_url: str | None  # the trace viewer: <url>/trace/<traceId>, or a URL holding {traceId}; None: off
     # The broker's routing for the dead letters, as `saga replay` takes it: a file written by the local
     # stack, or, in a cluster, the Broker read from the Kubernetes API with this Kafka bootstrap.
     replay_topology: Path | None
