@@ -33,6 +33,7 @@ from functions.order import resumption, service
 from functions.platform.config import settings
 from functions.platform.database import database
 from functions.platform.ids import CUSTOMER_ID, ORDER_ID
+from functions.platform.params import int_param
 from functions.platform.problems import (
     NotFound,
     ServiceUnavailable,
@@ -88,7 +89,7 @@ async def _overview(request: Request) -> Response:
         customer=_customer(request),
         older_than=_seconds(request, "olderThan"),
         newer_than=_seconds(request, "newerThan"),
-        limit=_int_arg(request, "limit", default=100, low=1, high=500),
+        limit=int_param(request, "limit", default=100, low=1, high=500),
     )
     found = await _db().call(_db().autocommit, lambda tx: queries.overview(tx, filters))
     found.update(types=sorted(service.engines), states=list(SagaState),
@@ -214,16 +215,7 @@ def _customer(request: Request) -> str | None:
 
 
 def _seconds(request: Request, name: str) -> float | None:
-    return None if request.query_params.get(name) is None else _int_arg(request, name, default=0, low=0, high=10**8)
-
-
-def _int_arg(request: Request, name: str, *, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
-        raise Unprocessable(f"{name} must be a whole number from {low} to {high}", field=name)
-    return int(raw)
+    return None if request.query_params.get(name) is None else int_param(request, name, default=0, low=0, high=10**8)
 
 
 _router = Router(

@@ -25,6 +25,7 @@ from functions.platform.database import database, postgres_url
 from functions.platform.events import publish_after_commit
 from functions.platform.ids import CUSTOMER_ID, MAX_INTEGER_ID, ORDER_ID, SAGA_TYPE
 from functions.platform.notices import Notices
+from functions.platform.params import int_param
 from functions.platform.problems import (
     BadRequest,
     Conflict,
@@ -109,7 +110,7 @@ async def _list_orders(request: Request) -> Response:
         wanted = principal.customer_id
         if wanted is None:
             return json_response([])
-    limit = _int_arg(request, "limit", default=100, low=1, high=1000)
+    limit = int_param(request, "limit", default=100, low=1, high=1000)
     found = await _db().call(_db().autocommit, lambda tx: service.list_orders(tx, customer_id=wanted, limit=limit))
     return json_response(found)
 
@@ -130,7 +131,7 @@ async def _owned_order(principal: Principal, order_id: str) -> Any:
 
 async def _get_order(request: Request, order_id: str) -> Response:
     principal = await authenticate(request)
-    wait = _int_arg(request, "wait", default=0, low=0, high=MAX_WAIT_SECONDS)
+    wait = int_param(request, "wait", default=0, low=0, high=MAX_WAIT_SECONDS)
     if not wait or not ORDER_ID.fullmatch(order_id):
         return json_response(service.order_view(await _owned_order(principal, order_id)))
     # Until it ends (or its cancel does) or the time is up: read once, then sleep until notified.
@@ -192,8 +193,8 @@ async def _list_sagas(request: Request) -> Response:
     if saga_type is not None and not SAGA_TYPE.fullmatch(saga_type):
         raise Unprocessable("type must be a saga type's name (letters, digits, _)", field="type")
     older_than = request.query_params.get("olderThan")
-    seconds = None if older_than is None else _int_arg(request, "olderThan", default=0, low=0, high=10**8)
-    limit = _int_arg(request, "limit", default=100, low=1, high=1000)
+    seconds = None if older_than is None else int_param(request, "olderThan", default=0, low=0, high=10**8)
+    limit = int_param(request, "limit", default=100, low=1, high=1000)
     found = await _db().call(_db().autocommit, lambda tx: service.store.list_sagas(
         tx, state=state, saga_type=saga_type, older_than=seconds, limit=limit))
     return json_response(found)
@@ -208,15 +209,6 @@ async def _resume_saga(request: Request, saga_id: str) -> Response:
     command = await resumption.resume(_db(), saga_id, by=principal.user_id, saga_type=saga_type)
     found = await _db().call(_db().autocommit, lambda tx: service.store.describe(tx, saga_id))
     return json_response(next(saga for saga in found if saga["sagaType"] == command["sagatype"]))
-
-
-def _int_arg(request: Request, name: str, *, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:  # "²" is a digit, not a number
-        raise Unprocessable(f"{name} must be a whole number from {low} to {high}", field=name)
-    return int(raw)
 
 
 _router = Router(

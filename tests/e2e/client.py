@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-SERVICES = ("order", "goods", "account", "auth")
+SERVICES = ("order", "goods", "account", "auth", "console")
 ADMIN_PASSWORD = os.environ.get("SAGA_ADMIN_PASSWORD", "admin-password-dev")
 DEMO_PASSWORD = os.environ.get("SAGA_DEMO_PASSWORD", "lisa-password-dev")
 TERMINAL = ("APPROVED", "REJECTED")
