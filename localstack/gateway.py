@@ -291,8 +291,11 @@ class Gateway:
                 headers["X-Forwarded-For"] = f"{forwarded}, {peer}" if forwarded else peer
                 url = f"http://127.0.0.1:{function.port}{request.path_qs}"  # the function accepts now
                 body = await request.read()
+                # Only the caller's own Accept-Encoding goes on: aiohttp would add one, and a function would
+                # then compress for a client that never asked for it.
                 async with self._sessions[function.name].request(
-                    request.method, url, headers=headers, data=body, allow_redirects=False
+                    request.method, url, headers=headers, data=body, allow_redirects=False,
+                    skip_auto_headers={"Accept-Encoding"},
                 ) as answer:
                     answered = await answer.read()
                     back = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}

@@ -27,12 +27,14 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import unquote
 
 log = logging.getLogger(__name__)
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 _ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_ZIPKIN_ENDPOINT")
+MAX_TRACESTATE = 512  # W3C Trace Context: a vendor list longer than this may be dropped, and is here
 # version-traceid-parentid-flags; an all-zero trace or span id is invalid (W3C Trace Context).
 _VALID = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 
@@ -44,8 +46,23 @@ def enabled() -> bool:
     return any(os.environ.get(name) for name in _ENDPOINTS)
 
 
+def _tracer() -> Any | None:
+    """The SDK's tracer, or None when it cannot be set up (a bad OTEL_* setting): logged once, and the
+    function goes on untraced rather than failing every request."""
+    try:
+        return _sdk_tracer()
+    except Exception:
+        if not _broken:
+            log.exception("tracing could not be set up; spans are not exported")
+            _broken.append(True)
+        return None
+
+
+_broken: list[bool] = []
+
+
 @functools.cache
-def _tracer() -> Any:
+def _sdk_tracer() -> Any:
     """The SDK's tracer, set up once per process: spans batched and sent over OTLP/HTTP, or to Zipkin."""
     from opentelemetry import trace
     from opentelemetry.sdk.resources import Resource
@@ -91,7 +108,10 @@ def span(name: str, *, parent: str | None, state: str | None = None, kind: str =
     """A span continuing `parent` (a traceparent; a new trace if None or invalid), current while the block
     runs: events created in it carry its context. Off, the parent itself is current (passed through)."""
     parent = valid(parent)
-    if not enabled():
+    if state is not None and len(state) > MAX_TRACESTATE:
+        state = None
+    tracer = _tracer() if enabled() else None
+    if tracer is None:
         token = _current.set((parent, state) if parent else None)
         try:
             yield
@@ -105,7 +125,7 @@ def span(name: str, *, parent: str | None, state: str | None = None, kind: str =
     carrier = {TRACEPARENT: parent} if parent else {}
     if parent and state:
         carrier[TRACESTATE] = state
-    with _tracer().start_as_current_span(name, context=propagator.extract(carrier),
+    with tracer.start_as_current_span(name, context=propagator.extract(carrier),
                                          kind=getattr(trace.SpanKind, kind), attributes=attributes or {}):
         out: dict[str, str] = {}
         propagator.inject(out)  # the span's own context, for the events created in it
@@ -151,10 +171,14 @@ def traced(app: Any) -> Any:
         context: dict[bytes, str] = {}
         attributes: dict[str, str] = {}
         for key, raw in scope["headers"]:
-            if key in _CONTEXT:
-                context[key] = raw.decode("latin-1")
-            elif key in _SPAN_ATTRIBUTES:
-                attributes[_SPAN_ATTRIBUTES[key]] = raw.decode("latin-1")
+            if key in _CONTEXT or key in _SPAN_ATTRIBUTES:
+                value = raw.decode("latin-1")
+                if key.startswith(b"ce-") and "%" in value:  # percent-encoded, as the binding writes ce- values
+                    value = unquote(value)
+                if key in _CONTEXT:
+                    context[key] = value
+                else:
+                    attributes[_SPAN_ATTRIBUTES[key]] = value
         event_type = attributes.get("cloudevents.event_type")
         if event_type:  # a delivered event: its own context, which its producer stamped
             parent, state, name = context.get(b"ce-traceparent"), context.get(b"ce-tracestate"), event_type

@@ -122,9 +122,7 @@ def _drawn(saga: dict[str, Any], now: datetime) -> dict[str, Any]:
     engine = service.engines.get(saga["sagaType"])
     definition = engine.definitions.get(saga["definitionVersion"]) if engine is not None else None
     lanes = lanes_of(definition.steps) if definition is not None else _lanes_from(saga["history"])
-    # The saga's trace: kept with the instance (saga.store), or, from older code, on its STARTED entry.
-    started: dict[str, Any] = next((entry for entry in saga["history"] if entry["event"] == "STARTED"), {})
-    trace_id, trace_ui = saga.get("traceId") or started.get("traceId"), console_settings().trace_ui_url
+    trace_id, trace_ui = saga.get("traceId"), console_settings().trace_ui_url  # kept with the instance
     deadline = datetime.fromisoformat(saga["deadline"]) if saga["deadline"] else None
     return {
         **{key: value for key, value in saga.items() if key != "history"},
