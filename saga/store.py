@@ -18,9 +18,15 @@ from saga.transaction import Tx
 
 _COLUMNS = ("saga_id, saga_type, step, compensating, finished, data, awaiting, version, attempt, parked_reason, "
             "definition_version, step_name, traceparent")
-# SagaState.of in SQL, for filtering.
-_STATE = ("(CASE WHEN parked_reason IS NOT NULL THEN 'PARKED' WHEN finished AND compensating THEN 'COMPENSATED' "
-          "WHEN finished THEN 'COMPLETED' WHEN compensating THEN 'COMPENSATING' ELSE 'RUNNING' END)")
+def state_sql(table: str = "") -> str:
+    """SagaState.of in SQL, for filtering: over `table`'s columns (an alias, or none). The two change together."""
+    c = f"{table}." if table else ""
+    return (f"(CASE WHEN {c}parked_reason IS NOT NULL THEN 'PARKED' WHEN {c}finished AND {c}compensating "
+            f"THEN 'COMPENSATED' WHEN {c}finished THEN 'COMPLETED' WHEN {c}compensating THEN 'COMPENSATING' "
+            "ELSE 'RUNNING' END)")
+
+
+_STATE = state_sql()
 # How long since the saga's last write (when a reply comes: how long it was awaited) and since its start,
 # on PostgreSQL's clock: what the engine records as a step's latency and a saga's duration.
 _AGES = ("extract(epoch FROM now() - updated_at)::float8 AS waited, "

@@ -33,7 +33,7 @@ from functions.order import resumption, service
 from functions.platform.config import settings
 from functions.platform.database import database
 from functions.platform.ids import CUSTOMER_ID, ORDER_ID
-from functions.platform.params import int_param
+from functions.platform.params import choice_param, int_param
 from functions.platform.problems import (
     NotFound,
     ServiceUnavailable,
@@ -84,8 +84,8 @@ async def _asset(request: Request, name: str) -> Response:
 async def _overview(request: Request) -> Response:
     await _admin(request)
     filters = queries.Filters(
-        saga_type=_choice(request, "type", sorted(service.engines)),
-        state=_choice(request, "state", list(SagaState)),
+        saga_type=choice_param(request, "type", sorted(service.engines)),
+        state=choice_param(request, "state", list(SagaState)),
         customer=_customer(request),
         older_than=_seconds(request, "olderThan"),
         newer_than=_seconds(request, "newerThan"),
@@ -129,7 +129,6 @@ def _drawn(saga: dict[str, Any], now: datetime) -> dict[str, Any]:
         "stuck": not saga["finished"] and deadline is not None and deadline < now,
         "timeline": timeline(saga["history"], lanes, now=now, finished=saga["finished"]),
         "definition": outline(definition) if definition is not None else None,
-        "traceId": trace_id,
         "traceUrl": _trace_link(trace_ui, trace_id) if trace_id and trace_ui else None,
     }
 
@@ -152,7 +151,7 @@ def _lanes_from(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def _resume(request: Request, saga_id: str) -> Response:
     """`saga resume` / `POST /admin/sagas/{id}/resume`: the same `resume_saga`, the same refusals."""
     principal = await _admin(request)
-    saga_type = _choice(request, "type", sorted(service.engines))
+    saga_type = choice_param(request, "type", sorted(service.engines))
     command = await resumption.resume(_db(), saga_id, by=principal.user_id, saga_type=saga_type)
     log.info("saga %s (%s) resumed by %s", saga_id, command["sagatype"], principal.user_id)
     return json_response({"sagaId": saga_id, "sagaType": command["sagatype"], "queued": command["type"],
@@ -198,13 +197,6 @@ async def _with_routing(work: Callable[[Any], dict[str, Any]]) -> dict[str, Any]
 
 
 # --- query arguments ---
-def _choice(request: Request, name: str, allowed: list[str]) -> str | None:
-    value = request.query_params.get(name)
-    if value is not None and value not in allowed:
-        raise Unprocessable(f"{name} must be one of {', '.join(allowed)}", field=name)
-    return value
-
-
 def _customer(request: Request) -> str | None:
     value = request.query_params.get("customer")
     if value is not None and not CUSTOMER_ID.fullmatch(value):

@@ -7,15 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from saga.store import state_sql
 from saga.transaction import Tx
 
 # A saga "timed out" for an operator while its TIMED_OUT is recent: a participant was silent, worth a look.
 TIMED_OUT_WITHIN = "1 day"
 ATTENTION_LIMIT = 50
 
-# SagaState.of in SQL, as saga.store filters with it.
-_STATE = ("CASE WHEN i.parked_reason IS NOT NULL THEN 'PARKED' WHEN i.finished AND i.compensating THEN 'COMPENSATED' "
-          "WHEN i.finished THEN 'COMPLETED' WHEN i.compensating THEN 'COMPENSATING' ELSE 'RUNNING' END")
+_STATE = state_sql("i")
 _SAGAS = f"""
 WITH sagas AS (
   SELECT i.saga_id, i.saga_type, i.definition_version, i.step, i.step_name, i.attempt, i.parked_reason,

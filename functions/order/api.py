@@ -25,7 +25,7 @@ from functions.platform.database import database, postgres_url
 from functions.platform.events import publish_after_commit
 from functions.platform.ids import CUSTOMER_ID, MAX_INTEGER_ID, ORDER_ID, SAGA_TYPE
 from functions.platform.notices import Notices
-from functions.platform.params import int_param
+from functions.platform.params import choice_param, int_param
 from functions.platform.problems import (
     BadRequest,
     Conflict,
@@ -186,9 +186,7 @@ async def _cancel_order(request: Request, order_id: str) -> Response:
 
 async def _list_sagas(request: Request) -> Response:
     require_admin(await authenticate(request))
-    state = request.query_params.get("state")
-    if state is not None and state not in SagaState.__members__:
-        raise Unprocessable(f"state must be one of {', '.join(SagaState)}", field="state")
+    state = choice_param(request, "state", list(SagaState))
     saga_type = request.query_params.get("type")
     if saga_type is not None and not SAGA_TYPE.fullmatch(saga_type):
         raise Unprocessable("type must be a saga type's name (letters, digits, _)", field="type")
@@ -203,9 +201,7 @@ async def _list_sagas(request: Request) -> Response:
 async def _resume_saga(request: Request, saga_id: str) -> Response:
     principal = await authenticate(request)
     require_admin(principal)
-    saga_type = request.query_params.get("type")
-    if saga_type is not None and saga_type not in service.engines:
-        raise Unprocessable(f"type must be one of {', '.join(sorted(service.engines))}", field="type")
+    saga_type = choice_param(request, "type", sorted(service.engines))
     command = await resumption.resume(_db(), saga_id, by=principal.user_id, saga_type=saga_type)
     found = await _db().call(_db().autocommit, lambda tx: service.store.describe(tx, saga_id))
     return json_response(next(saga for saga in found if saga["sagaType"] == command["sagatype"]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from starlette.requests import Request
 
 from functions.platform.problems import Unprocessable
@@ -17,3 +19,11 @@ def int_param(request: Request, name: str, *, default: int, low: int, high: int)
     if not (raw.isascii() and raw.isdigit()) or len(digits) > len(str(high)) or not low <= int(digits) <= high:
         raise Unprocessable(f"{name} must be a whole number from {low} to {high}", field=name)
     return int(digits)
+
+
+def choice_param(request: Request, name: str, allowed: Sequence[str]) -> str | None:
+    """`?name=` as one of `allowed` (422 naming them otherwise), None when absent."""
+    value = request.query_params.get(name)
+    if value is not None and value not in allowed:
+        raise Unprocessable(f"{name} must be one of {', '.join(allowed)}", field=name)
+    return value
